@@ -1,0 +1,45 @@
+"""PyMARL's recurrent agent: Linear-ReLU, GRU, Linear.
+
+The GRU is an ``nn.GRU`` rather than PyMARL's ``GRUCell`` so that the learner unrolls whole
+padded sequences in one call; acting is the same module over a sequence of length one, so both
+paths share one set of weights and the same arithmetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from marl.agents import AgentConfig
+from marl.registry import AGENTS
+
+
+@dataclass
+class RNNAgentConfig(AgentConfig):
+    name: str = "rnn"
+
+
+class RNNAgent(nn.Module):
+    def __init__(self, input_dim: int, n_actions: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.fc1 = nn.Linear(input_dim, hidden_dim)
+        self.rnn = nn.GRU(hidden_dim, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, n_actions)
+
+    def initial_hidden(self, n: int, device: torch.device) -> torch.Tensor:
+        return torch.zeros(n, self.hidden_dim, device=device)
+
+    def forward(self, inputs: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """inputs [T, N, input_dim], hidden [N, H] -> (q [T, N, n_actions], hidden [N, H])."""
+        x = torch.relu(self.fc1(inputs))
+        out, h = self.rnn(x, hidden.unsqueeze(0))
+        return self.fc2(out), h.squeeze(0)
+
+
+@AGENTS.register("rnn", config=RNNAgentConfig)
+def make_rnn(cfg: Any, input_dim: int, n_actions: int) -> RNNAgent:
+    return RNNAgent(input_dim, n_actions, cfg.hidden_dim)

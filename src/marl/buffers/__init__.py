@@ -1,0 +1,34 @@
+"""Replay buffers and the episode layout they share with the runner.
+
+An episode batch is a dict of tensors with a leading batch dim and a time dim. Observations,
+states and masks have T+1 slots (the last holds the final observation, which a truncated episode
+bootstraps from); actions, rewards, ``terminated`` and ``filled`` have T slots, ``filled[t]``
+marking real steps. T is the env's episode limit; shorter episodes are padded.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from marl.envs.base import EnvSpec
+
+Episodes = dict[str, torch.Tensor]
+
+
+def episode_layout(spec: EnvSpec) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Per-episode shapes and dtypes of every stored field."""
+    T, n = spec.episode_limit, spec.n_agents
+    return {
+        "obs": ((T + 1, n, spec.obs_dim), torch.float32),
+        "state": ((T + 1, spec.state_dim), torch.float32),
+        "avail": ((T + 1, n, spec.n_actions), torch.bool),
+        "actions": ((T, n), torch.long),
+        "reward": ((T,), torch.float32),
+        "terminated": ((T,), torch.bool),
+        "filled": ((T,), torch.bool),
+    }
+
+
+def allocate(spec: EnvSpec, n: int, device: torch.device | str = "cpu") -> Episodes:
+    return {k: torch.zeros((n, *shape), dtype=dtype, device=device)
+            for k, (shape, dtype) in episode_layout(spec).items()}

@@ -1,0 +1,201 @@
+"""Typed configuration: dataclass schemas stored in Hydra's ConfigStore, and start-up validation.
+
+The top-level schema is ``config_schema``; each component group (agent, mixer, buffer, env) has
+its own schemas, registered by the component modules through :mod:`marl.registry`. Hydra checks
+types while composing (``seed=abc`` fails there, naming the key); :func:`validate` checks values
+and capabilities before the first environment step (``learner.lr=-1``, ``t_max=0``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from marl.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+class Unit(str, Enum):
+    """The three clocks of a run. Every schedule names one of them (DESIGN.md invariant 2)."""
+
+    env_steps = "env_steps"
+    episodes = "episodes"
+    grad_steps = "grad_steps"
+
+
+class Optimizer(str, Enum):
+    rmsprop = "rmsprop"
+    adam = "adam"
+
+
+@dataclass
+class ComponentConfig:
+    """Base of every component schema: ``name`` selects the registered implementation."""
+
+    name: str = MISSING
+
+
+@dataclass
+class EpsilonConfig:
+    """Linear ε-greedy schedule from ``start`` to ``finish`` over ``anneal`` units of ``unit``."""
+
+    start: float = 1.0
+    finish: float = 0.05
+    anneal: int = 50_000
+    unit: Unit = Unit.env_steps
+
+
+@dataclass
+class LearnerConfig:
+    """The Q-learner shared by every mixer. Defaults are PyMARL's QMIX (DESIGN.md section 4)."""
+
+    optimizer: Optimizer = Optimizer.rmsprop
+    lr: float = 5e-4
+    rmsprop_alpha: float = 0.99
+    optim_eps: float = 1e-5
+    gamma: float = 0.99
+    grad_clip: float = 10.0
+    double_q: bool = True
+    td_lambda: float = 0.0
+    batch_size: int = 32
+    updates_per_episode: float = 1.0
+    target_update_interval: int = 200
+    target_update_unit: Unit = Unit.episodes
+    target_tau: float = 1.0
+
+
+@dataclass
+class EvalConfig:
+    """Greedy evaluation on separate envs every ``interval`` ``unit``; also at the end of a run."""
+
+    interval: int = 10_000
+    unit: Unit = Unit.env_steps
+    episodes: int = 32
+    num_envs: int = 8
+
+
+@dataclass
+class CheckpointConfig:
+    """Full checkpoints (written atomically) every ``interval`` ``unit`` and at the end."""
+
+    interval: int = 50_000
+    unit: Unit = Unit.env_steps
+    save_buffer: bool = True
+    buffer_max_mb: int = 2048
+
+
+@dataclass
+class WandbConfig:
+    """``mode=auto`` is online with an API key and network, offline otherwise."""
+
+    mode: str = "auto"
+    project: str = "marl"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoggerConfig:
+    interval: int = 5_000
+    unit: Unit = Unit.env_steps
+    console: bool = True
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class Config:
+    """One run. ``t_max`` counts in ``t_max_unit``; ``num_envs`` envs are stepped as one batch."""
+
+    agent: Any = MISSING
+    mixer: Any = MISSING
+    buffer: Any = MISSING
+    env: Any = MISSING
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    epsilon: EpsilonConfig = field(default_factory=EpsilonConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 0
+    t_max: int = 50_000
+    t_max_unit: Unit = Unit.env_steps
+    num_envs: int = 1
+    device: str = "auto"
+    threads: int = 1
+    run_dir: str = "."
+    resume: Optional[str] = None
+
+
+ConfigStore.instance().store(name="config_schema", node=Config)
+
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
+
+
+def _positive(cfg: DictConfig, *keys: str) -> None:
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        _require(value is not None and value > 0, key, value, "must be > 0")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check values that types alone cannot; raise :class:`ConfigError` naming the key."""
+    from marl.registry import AGENTS, BUFFERS, ENVS, MIXERS
+
+    for registry in (AGENTS, MIXERS, BUFFERS, ENVS):
+        node = cfg[registry.kind]
+        name = node.get("name") if isinstance(node, DictConfig) else None
+        registry.get(str(name))  # unknown names list the registered ones
+    _positive(
+        cfg,
+        "t_max", "num_envs", "threads", "learner.lr", "learner.batch_size", "learner.grad_clip",
+        "learner.target_update_interval", "epsilon.anneal", "eval.interval", "eval.episodes",
+        "eval.num_envs", "checkpoint.interval", "logger.interval", "buffer.capacity",
+    )
+    _require(0.0 <= cfg.learner.gamma <= 1.0, "learner.gamma", cfg.learner.gamma, "must be in [0, 1]")
+    _require(0.0 <= cfg.learner.td_lambda <= 1.0, "learner.td_lambda", cfg.learner.td_lambda,
+             "must be in [0, 1]")
+    _require(0.0 < cfg.learner.target_tau <= 1.0, "learner.target_tau", cfg.learner.target_tau,
+             "must be in (0, 1]; 1 is a hard update")
+    _require(cfg.learner.updates_per_episode >= 0 and math.isfinite(cfg.learner.updates_per_episode),
+             "learner.updates_per_episode", cfg.learner.updates_per_episode, "must be >= 0")
+    for key in ("epsilon.start", "epsilon.finish"):
+        value = OmegaConf.select(cfg, key)
+        _require(0.0 <= value <= 1.0, key, value, "must be in [0, 1]")
+    _require(cfg.buffer.capacity >= cfg.learner.batch_size, "buffer.capacity", cfg.buffer.capacity,
+             f"must be >= learner.batch_size={cfg.learner.batch_size}")
+    _require(cfg.logger.wandb.mode in WANDB_MODES, "logger.wandb.mode", cfg.logger.wandb.mode,
+             f"choose one of {', '.join(WANDB_MODES)}")
+    _require(cfg.device in DEVICES or cfg.device.startswith("cuda:"), "device", cfg.device,
+             f"choose one of {', '.join(DEVICES)} or cuda:N")
+    _require(cfg.seed >= 0, "seed", cfg.seed, "must be a non-negative integer")
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Compose the config as ``launch.py`` would, without running Hydra's job machinery.
+
+    Used by tests and tools. ``hydra`` keys are dropped so the result is the run config alone.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from marl.registry import import_all_components
+
+    import_all_components()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    return cfg

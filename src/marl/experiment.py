@@ -1,0 +1,212 @@
+"""The training loop: build the components, collect, learn, evaluate, log, checkpoint, resume.
+
+Read top to bottom, :func:`run` is the whole algorithm. Every schedule names its unit and the
+number of gradient steps per collected episode does not depend on ``num_envs``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from marl import preemption
+from marl.checkpoint import CHECKPOINT_FILE, load, rng_state, save_atomic, seed_everything, set_rng_state
+from marl.clock import Clock, Every, LinearSchedule
+from marl.config import validate
+from marl.envs.base import EnvSpec, derive_seeds
+from marl.errors import ConfigError
+from marl.learner import Learner
+from marl.logger import METRICS_FILE, ConsoleSink, JsonlSink, Logger, Sink, WandbSink
+from marl.policy import Policy
+from marl.registry import BUFFERS, ENVS, MIXERS
+from marl.runner import Runner, evaluate
+
+CONFIG_FILE = "config.yaml"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} is invalid: CUDA is not available here; use device=auto or cpu")
+    return torch.device(name)
+
+
+def check_capabilities(cfg: DictConfig, spec: EnvSpec, mixer: Any) -> None:
+    """What the chosen components need from the env, checked before the first step."""
+    if getattr(mixer, "needs_state", False) and spec.state_dim == 0:
+        raise ConfigError(f"mixer.name={cfg.mixer.name!r} mixes with the global state, but env.name="
+                          f"{cfg.env.name!r} has none: choose mixer=vdn or mixer=none, or give the env a state")
+    if not spec.shared_reward:
+        raise ConfigError(f"env.name={cfg.env.name!r} gives each agent its own reward; the value-decomposition "
+                          "learners need one team reward: set the env's team-reward option")
+
+
+def run_label(cfg: DictConfig) -> str:
+    return f"{cfg.env.name} {cfg.mixer.name} seed={cfg.seed}"
+
+
+class Experiment:
+    """All components of one run, built from its config. ``train`` runs it to ``t_max``."""
+
+    def __init__(self, cfg: DictConfig, sinks: list[Sink] | None = None) -> None:
+        validate(cfg)
+        self.cfg = cfg
+        self.run_dir = Path(cfg.resume or cfg.run_dir).resolve()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        torch.set_num_threads(cfg.threads)
+        seed_everything(cfg.seed)
+        self.device = resolve_device(cfg.device)
+        train_seed, eval_seed = derive_seeds(cfg.seed, 2, "envs")
+        self.seeds = {"root": cfg.seed, "train_env": train_seed, "eval_env": eval_seed}
+        self.env = ENVS.build(cfg.env, num_envs=cfg.num_envs, seed=train_seed)
+        self.eval_env = ENVS.build(cfg.env, num_envs=min(cfg.eval.num_envs, cfg.eval.episodes), seed=eval_seed)
+        spec = self.spec = self.env.spec
+        mixer = MIXERS.build(cfg.mixer, n_agents=spec.n_agents, state_dim=spec.state_dim)
+        check_capabilities(cfg, spec, mixer)
+        self.learner = Learner(Policy(spec, cfg.agent), mixer, cfg.learner, self.device)
+        self.buffer = BUFFERS.build(cfg.buffer, spec=spec)
+        self.generators = {"act": torch.Generator(self.device).manual_seed(cfg.seed + 1),
+                           "sample": torch.Generator().manual_seed(cfg.seed + 2)}
+        self.runner = Runner(self.env, self.learner.policy, self.device, self.generators["act"])
+        self.eval_runner = Runner(self.eval_env, self.learner.policy, self.device, self.generators["act"],
+                                  record=False)
+        self.clock = Clock()
+        self.epsilon = LinearSchedule(cfg.epsilon.start, cfg.epsilon.finish, cfg.epsilon.anneal, cfg.epsilon.unit)
+        self.schedules = {
+            "target": Every(cfg.learner.target_update_interval, cfg.learner.target_update_unit),
+            "eval": Every(cfg.eval.interval, cfg.eval.unit),
+            "log": Every(cfg.logger.interval, cfg.logger.unit),
+            "checkpoint": Every(cfg.checkpoint.interval, cfg.checkpoint.unit),
+        }
+        self.pending_updates = 0.0
+        self.window = self._empty_window()
+        self.checkpoint_path = self.run_dir / CHECKPOINT_FILE
+        state = load(self.checkpoint_path) if self.checkpoint_path.exists() else None
+        OmegaConf.save(cfg, self.run_dir / CONFIG_FILE)
+        self.jsonl = JsonlSink(self.run_dir / METRICS_FILE, offset=state["logger"]["jsonl_offset"] if state else 0)
+        self.logger = Logger([self.jsonl] + (sinks if sinks is not None else self._default_sinks()))
+        if state:
+            self._restore(state)
+
+    def _default_sinks(self) -> list[Sink]:
+        cfg = self.cfg
+        sinks: list[Sink] = []
+        if cfg.logger.console:
+            sinks.append(ConsoleSink(run_label(cfg), cfg.t_max, cfg.t_max_unit.value
+                                     if hasattr(cfg.t_max_unit, "value") else str(cfg.t_max_unit)))
+        if cfg.logger.wandb.mode != "disabled":
+            from marl.wandb_naming import wandb_identity
+
+            ident = wandb_identity(cfg)
+            sinks.append(WandbSink(self.run_dir, OmegaConf.to_container(cfg, resolve=True), cfg.logger.wandb,
+                                   **ident))
+        return sinks
+
+    @staticmethod
+    def _empty_window() -> dict[str, Any]:
+        return {"returns": [], "lengths": [], "stats": {}, "updates": 0, "t0": time.time(), "steps0": 0}
+
+    # --- the loop -------------------------------------------------------------------------
+    def train(self) -> dict[str, float]:
+        cfg, clock = self.cfg, self.clock
+        last_eval: dict[str, float] = {}
+        try:
+            while clock[cfg.t_max_unit] < cfg.t_max:
+                self._collect_and_learn()
+                if self.schedules["log"].due(clock):
+                    self._log_train()
+                if self.schedules["eval"].due(clock):
+                    last_eval = evaluate(self.eval_runner, cfg.eval.episodes)
+                    self.logger.log(clock, last_eval)
+                if self.schedules["checkpoint"].due(clock):
+                    self.save()
+                if preemption.requested():
+                    self.save()
+                    raise preemption.Preempted(f"stopped at {clock.as_dict()} with a checkpoint")
+            final = evaluate(self.eval_runner, cfg.eval.episodes)
+            self.logger.log(clock, {**final, "final": 1.0})
+            self.save()
+            return final
+        finally:
+            self.logger.close()
+            self.env.close()
+            self.eval_env.close()
+
+    def _collect_and_learn(self) -> None:
+        cfg, clock = self.cfg, self.clock
+        res = self.runner.step(self.epsilon(clock))
+        clock.env_steps += res.n_steps
+        if res.episodes is None:
+            return
+        n_done = res.returns.numel()
+        clock.episodes += n_done
+        self.buffer.insert(res.episodes)
+        self.window["returns"] += res.returns.tolist()
+        self.window["lengths"] += res.lengths.tolist()
+        if self.buffer.can_sample(cfg.learner.batch_size):
+            self.pending_updates += n_done * cfg.learner.updates_per_episode
+            while self.pending_updates >= 1.0:
+                self.pending_updates -= 1.0
+                stats = self.learner.update(self.buffer.sample(cfg.learner.batch_size, self.generators["sample"]))
+                clock.grad_steps += 1
+                self.window["updates"] += 1
+                for k, v in stats.items():
+                    self.window["stats"][k] = self.window["stats"].get(k, 0.0) + v
+                if self.schedules["target"].due(clock):
+                    self.learner.update_targets()
+        elif self.schedules["target"].due(clock):
+            self.learner.update_targets()
+
+    def _log_train(self) -> None:
+        w, clock = self.window, self.clock
+        now = time.time()
+        metrics: dict[str, float] = {"epsilon": self.epsilon(clock),
+                                     "steps_per_sec": (clock.env_steps - w["steps0"]) / max(now - w["t0"], 1e-9)}
+        if w["returns"]:
+            metrics["train/return_mean"] = sum(w["returns"]) / len(w["returns"])
+            metrics["train/length_mean"] = sum(w["lengths"]) / len(w["lengths"])
+        if w["updates"]:
+            metrics.update({k: float(v) / w["updates"] for k, v in w["stats"].items()})
+        self.logger.log(clock, metrics)
+        self.window = self._empty_window()
+        self.window["steps0"] = clock.env_steps
+
+    # --- checkpoints ----------------------------------------------------------------------
+    def save(self) -> None:
+        buffer_ok = self.cfg.checkpoint.save_buffer and self.buffer.nbytes() <= self.cfg.checkpoint.buffer_max_mb * 2**20
+        state = {
+            "version": 1,
+            "clock": self.clock.as_dict(),
+            "schedules": {k: s.state_dict() for k, s in self.schedules.items()},
+            "learner": self.learner.state_dict(),
+            "buffer": self.buffer.state_dict() if buffer_ok else None,
+            "runner": self.runner.state_dict(),
+            "rng": rng_state(self.generators),
+            "pending_updates": self.pending_updates,
+            "window": {k: v for k, v in self.window.items() if k not in ("t0",)},
+            "logger": {"jsonl_offset": self.jsonl.offset},
+            "seeds": self.seeds,
+        }
+        save_atomic(state, self.checkpoint_path)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.clock = Clock(**state["clock"])
+        for k, s in self.schedules.items():
+            s.load_state_dict(state["schedules"][k])
+        self.learner.load_state_dict(state["learner"])
+        if state["buffer"] is not None:
+            self.buffer.load_state_dict(state["buffer"])
+        self.runner.load_state_dict(state["runner"])
+        set_rng_state(state["rng"], self.generators)
+        self.pending_updates = state["pending_updates"]
+        self.window = {**state["window"], "t0": time.time()}
+
+
+def run(cfg: DictConfig, sinks: list[Sink] | None = None) -> dict[str, float]:
+    """Train one run in ``cfg.run_dir`` (resuming from its checkpoint if it has one)."""
+    return Experiment(cfg, sinks=sinks).train()

@@ -1,0 +1,165 @@
+"""One Logger, several sinks, one step axis.
+
+Every record carries the three clocks (``env_steps``, ``episodes``, ``grad_steps``) and the wall
+time, and goes to every sink: the console progress line, ``metrics.jsonl`` in the run folder
+(flushed per record, so nothing is lost on a crash) and W&B (offline without an API key or
+network; a W&B failure is reported once and never stops training).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from marl.clock import Clock
+
+METRICS_FILE = "metrics.jsonl"
+WANDB_ID_FILE = "wandb_id.txt"
+
+
+class Sink(Protocol):
+    def write(self, record: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JsonlSink:
+    """Appends one JSON object per line. ``offset`` is the byte length after the last record, which
+    a checkpoint stores so that a resumed run truncates records written after it (no duplicates)."""
+
+    def __init__(self, path: Path, offset: int | None = None) -> None:
+        self.path = path
+        if offset is not None and path.exists():
+            with open(path, "r+b") as f:
+                f.truncate(offset)
+        self.file = open(path, "a", encoding="utf-8")
+
+    @property
+    def offset(self) -> int:
+        self.file.flush()
+        return self.file.tell()
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+
+
+class ConsoleSink:
+    """A progress line per record: steps, returns, speed and ETA toward ``t_max``."""
+
+    def __init__(self, label: str, t_max: int, unit: str) -> None:
+        self.label, self.t_max, self.unit = label, t_max, unit
+        self.start = time.time()
+        self.first: dict[str, Any] | None = None
+        self.last_eval: float | None = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.first is None:
+            self.first = record
+        if "eval/return_mean" in record:
+            self.last_eval = record["eval/return_mean"]
+        done = record[self.unit]
+        elapsed = max(record["time"] - self.first["time"], 1e-9)
+        rate = (record["env_steps"] - self.first["env_steps"]) / elapsed
+        frac = min(done / self.t_max, 1.0)
+        progress = (done - self.first[self.unit]) / elapsed
+        eta = (self.t_max - done) / progress if progress > 0 else float("nan")
+        parts = [f"[{self.label}] {done}/{self.t_max} {self.unit} ({100 * frac:.0f}%)",
+                 f"ep {record['episodes']}"]
+        if "train/return_mean" in record:
+            parts.append(f"return {record['train/return_mean']:.3g}")
+        if self.last_eval is not None:
+            parts.append(f"eval {self.last_eval:.3g}")
+        if "loss" in record:
+            parts.append(f"loss {record['loss']:.3g}")
+        parts.append(f"{rate:.0f} steps/s")
+        if eta == eta:
+            parts.append(f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
+        print(" | ".join(parts), file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def wandb_mode(requested: str) -> str:
+    """``auto`` is online only with an API key and a reachable server, offline otherwise."""
+    if requested != "auto":
+        return requested
+    if not os.environ.get("WANDB_API_KEY") and not _netrc_has_wandb():
+        return "offline"
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+    try:
+        socket.create_connection((host.split(":")[0], 443), timeout=2).close()
+        return "online"
+    except OSError:
+        return "offline"
+
+
+def _netrc_has_wandb() -> bool:
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+class WandbSink:
+    """Logs to a W&B run in the run folder; resumes the run whose id is saved there."""
+
+    def __init__(self, run_dir: Path, cfg: dict[str, Any], settings: Any, name: str, group: str | None,
+                 tags: list[str], job_type: str) -> None:
+        import wandb
+
+        self.wandb = wandb
+        self.mode = wandb_mode(settings.mode)
+        id_file = run_dir / WANDB_ID_FILE
+        run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+        id_file.write_text(run_id)
+        self.run = wandb.init(
+            project=settings.project, entity=settings.entity, group=group, name=name, tags=tags,
+            job_type=job_type, config=cfg, id=run_id, resume="allow", dir=str(run_dir),
+            mode=self.mode, settings=wandb.Settings(silent=True, console="off"),
+        )
+        self.run.define_metric("env_steps")
+        self.run.define_metric("*", step_metric="env_steps")
+        self.failed = False
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.failed:
+            return
+        try:
+            self.run.log(record)
+        except Exception as exc:  # W&B must never stop training
+            self.failed = True
+            print(f"W&B logging failed, continuing without it: {exc}", file=sys.stderr)
+
+    def close(self) -> None:
+        try:
+            self.run.finish()
+        except Exception as exc:
+            print(f"W&B finish failed: {exc}", file=sys.stderr)
+        if self.mode == "offline":
+            print(f"W&B run saved offline; upload with: wandb sync {self.run.dir.rsplit('/files', 1)[0]}",
+                  file=sys.stderr)
+
+
+class Logger:
+    def __init__(self, sinks: list[Sink]) -> None:
+        self.sinks = sinks
+        self.start = time.time()
+
+    def log(self, clock: Clock, metrics: dict[str, float]) -> None:
+        record = {**clock.as_dict(), "time": round(time.time() - self.start, 3), **metrics}
+        for sink in self.sinks:
+            sink.write(record)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
