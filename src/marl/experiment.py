@@ -114,22 +114,24 @@ class Experiment:
     # --- the loop -------------------------------------------------------------------------
     def train(self) -> dict[str, float]:
         cfg, clock = self.cfg, self.clock
-        last_eval: dict[str, float] = {}
+        evaluated_at = -1
         try:
             while clock[cfg.t_max_unit] < cfg.t_max:
                 self._collect_and_learn()
                 if self.schedules["log"].due(clock):
                     self._log_train()
                 if self.schedules["eval"].due(clock):
-                    last_eval = evaluate(self.eval_runner, cfg.eval.episodes)
-                    self.logger.log(clock, last_eval)
+                    self.logger.log(clock, evaluate(self.eval_runner, cfg.eval.episodes))
+                    evaluated_at = clock.env_steps
                 if self.schedules["checkpoint"].due(clock):
                     self.save()
                 if preemption.requested():
                     self.save()
                     raise preemption.Preempted(f"stopped at {clock.as_dict()} with a checkpoint")
             final = evaluate(self.eval_runner, cfg.eval.episodes)
-            self.logger.log(clock, {**final, "final": 1.0})
+            if evaluated_at != clock.env_steps:  # else the periodic eval just ran on the same step
+                self.logger.log(clock, final)
+            self.logger.log(clock, {"final": 1.0})
             self.save()
             return final
         finally:
