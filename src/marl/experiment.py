@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from marl import preemption
 from marl.checkpoint import CHECKPOINT_FILE, load, rng_state, save_atomic, seed_everything, set_rng_state
 from marl.clock import Clock, Every, LinearSchedule
-from marl.config import validate
+from marl.config import Unit, validate
 from marl.envs.base import EnvSpec, derive_seeds
 from marl.errors import ConfigError
 from marl.learner import Learner
@@ -115,8 +115,9 @@ class Experiment:
     def train(self) -> dict[str, float]:
         cfg, clock = self.cfg, self.clock
         evaluated_at = -1
+        t_max, unit = int(cfg.t_max), Unit(cfg.t_max_unit)
         try:
-            while clock[cfg.t_max_unit] < cfg.t_max:
+            while clock[unit] < t_max:
                 self._collect_and_learn()
                 if self.schedules["log"].due(clock):
                     self._log_train()
@@ -140,7 +141,7 @@ class Experiment:
             self.eval_env.close()
 
     def _collect_and_learn(self) -> None:
-        cfg, clock = self.cfg, self.clock
+        cfg, clock = self.learner.cfg, self.clock  # the learner's plain copy: cheap to read
         res = self.runner.step(self.epsilon(clock))
         clock.env_steps += res.n_steps
         if res.episodes is None:
@@ -150,11 +151,11 @@ class Experiment:
         self.buffer.insert(res.episodes)
         self.window["returns"] += res.returns.tolist()
         self.window["lengths"] += res.lengths.tolist()
-        if self.buffer.can_sample(cfg.learner.batch_size):
-            self.pending_updates += n_done * cfg.learner.updates_per_episode
+        if self.buffer.can_sample(cfg.batch_size):
+            self.pending_updates += n_done * cfg.updates_per_episode
             while self.pending_updates >= 1.0:
                 self.pending_updates -= 1.0
-                stats = self.learner.update(self.buffer.sample(cfg.learner.batch_size, self.generators["sample"]))
+                stats = self.learner.update(self.buffer.sample(cfg.batch_size, self.generators["sample"]))
                 clock.grad_steps += 1
                 self.window["updates"] += 1
                 for k, v in stats.items():

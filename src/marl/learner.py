@@ -19,6 +19,7 @@ import copy
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from marl.buffers import Episodes
@@ -52,16 +53,17 @@ def lambda_returns(reward: torch.Tensor, terminated: torch.Tensor, filled: torch
 
 class Learner:
     def __init__(self, policy: Policy, mixer: nn.Module, cfg: Any, device: torch.device) -> None:
-        self.cfg = cfg
+        # A plain dataclass copy: attribute access on an OmegaConf node costs microseconds per read.
+        self.cfg = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
         self.policy, self.mixer = policy.to(device), mixer.to(device)
         self.target_policy = copy.deepcopy(self.policy).requires_grad_(False)
         self.target_mixer = copy.deepcopy(self.mixer).requires_grad_(False)
         self.params = list(self.policy.parameters()) + list(self.mixer.parameters())
         if Optimizer(cfg.optimizer) is Optimizer.rmsprop:
             self.optimizer: torch.optim.Optimizer = torch.optim.RMSprop(
-                self.params, lr=cfg.lr, alpha=cfg.rmsprop_alpha, eps=cfg.optim_eps)
+                self.params, lr=cfg.lr, alpha=cfg.rmsprop_alpha, eps=cfg.optim_eps, foreach=True)
         else:
-            self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=cfg.optim_eps)
+            self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=cfg.optim_eps, foreach=True)
         self.device = device
 
     def loss(self, batch: Episodes) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

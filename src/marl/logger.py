@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
+import string
 import sys
 import time
 from pathlib import Path
@@ -105,6 +107,12 @@ def wandb_mode(requested: str) -> str:
         return "offline"
 
 
+def new_run_id() -> str:
+    """A fresh W&B run id (8 lowercase letters and digits, W&B's own format)."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
 def _netrc_has_wandb() -> bool:
     netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
     return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
@@ -120,7 +128,7 @@ class WandbSink:
         self.wandb = wandb
         self.mode = wandb_mode(settings.mode)
         id_file = run_dir / WANDB_ID_FILE
-        run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if id_file.exists() else new_run_id()
         id_file.write_text(run_id)
         self.run = wandb.init(
             project=settings.project, entity=settings.entity, group=group, name=name, tags=tags,

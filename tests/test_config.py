@@ -1,0 +1,76 @@
+"""Composition, ablation hygiene and start-up errors."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from marl.config import compose
+
+from launch import expand_int_ranges
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def resolved(*overrides):
+    return OmegaConf.to_container(compose(["run_dir=/tmp/x", *overrides]), resolve=True)
+
+
+@pytest.mark.parametrize("preset", ["default", "two_step_paper", "pymarl2"])
+def test_mixer_choice_changes_only_the_mixer_subtree(preset):
+    configs = {m: resolved(f"mixer={m}", f"preset={preset}") for m in ("qmix", "vdn", "none")}
+    mixers = {m: c.pop("mixer") for m, c in configs.items()}
+    assert configs["qmix"] == configs["vdn"] == configs["none"]
+    assert len({str(m) for m in mixers.values()}) == 3
+
+
+def test_presets():
+    paper = resolved("preset=two_step_paper", "mixer=qmix")
+    assert paper["agent"]["name"] == "mlp" and paper["agent"]["hidden_dim"] == 64
+    assert paper["mixer"]["embed_dim"] == 8
+    assert paper["epsilon"]["start"] == paper["epsilon"]["finish"] == 1.0
+    assert (paper["t_max"], paper["t_max_unit"]) == (5000, "episodes")
+    assert paper["buffer"]["capacity"] == 500 and paper["learner"]["target_update_interval"] == 100
+    p2 = resolved("preset=pymarl2")
+    assert p2["learner"]["optimizer"] == "adam" and p2["learner"]["lr"] == 0.001
+    assert p2["learner"]["td_lambda"] == 0.6 and p2["learner"]["batch_size"] == 128
+    assert p2["num_envs"] == 8 and p2["epsilon"]["anneal"] == 100000
+    assert resolved()["mixer"]["embed_dim"] == 32  # PyMARL's default outside the preset
+
+
+def test_integer_ranges_become_hydra_ranges():
+    args = ["seed=0-9", "mixer=qmix,vdn", "env.key=Foraging-8x8-2p-2f-coop-v3", "t_max=5", "+x.y=3-4", "a=5-2"]
+    assert expand_int_ranges(args) == [
+        "seed=range(0,10)", "mixer=qmix,vdn", "env.key=Foraging-8x8-2p-2f-coop-v3", "t_max=5",
+        "+x.y=range(3,5)", "a=5-2"]
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("mixer=foo", ["mixer", "foo", "qmix", "vdn", "none"]),
+        ("mixer.name=foo", ["mixer.name", "foo", "qmix", "vdn", "none"]),
+        ("learner.lr=-1", ["learner.lr", "-1", "> 0"]),
+        ("seed=abc", ["seed", "abc", "int"]),
+        ("t_max=0", ["t_max", "0", "> 0"]),
+        ("t_max_unit=hours", ["t_max_unit", "hours", "env_steps"]),
+        ("env=nope", ["env", "nope", "two_step"]),
+        ("learner.gamma=2", ["learner.gamma", "2", "[0, 1]"]),
+    ],
+)
+def test_bad_config_fails_fast_naming_key_value_and_allowed(override, expected, tmp_path):
+    start = time.time()
+    proc = subprocess.run(
+        [sys.executable, "launch.py", override, f"hydra.run.dir={tmp_path}", "logger.wandb.mode=disabled"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    message = proc.stderr + proc.stdout
+    for word in expected:
+        assert word.lower() in message.lower(), f"{word!r} missing from:\n{message}"
+    assert "Traceback" not in message
+    assert time.time() - start < 60
+    assert not (tmp_path / "metrics.jsonl").exists() or (tmp_path / "metrics.jsonl").stat().st_size == 0
