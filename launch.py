@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from marl.errors import ConfigError
 from marl.registry import import_all_components
 
+PREEMPTED_EXIT_CODE = 3  # stopped on a signal with a checkpoint; rerun to resume
 INT_RANGE = re.compile(r"^([\w.+~/@-]*?[\w.]+)=(\d+)-(\d+)$")
 
 
@@ -30,19 +31,52 @@ def expand_int_ranges(args: list[str]) -> list[str]:
     return out
 
 
+SWEEP_VALUE = re.compile(r"^(range|choice|glob|interval)\(|^[^\[\]{}]*,")
+
+
+def name_runs_by_swept_keys(args: list[str]) -> list[str]:
+    """Name sweep subfolders by the swept keys only (``mixer=qmix,seed=3``), not every override.
+
+    Hydra's ``override_dirname`` lists all overrides; the keys given a single value are the same
+    for every run, so they go to its ``exclude_keys``.
+    """
+    if not any(a in ("-m", "--multirun") for a in args):
+        return args
+    fixed = []
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg or arg.startswith("hydra"):
+            continue
+        key, value = arg.split("=", 1)
+        if not SWEEP_VALUE.match(value):
+            fixed.append(key.lstrip("+~"))
+    if not fixed:
+        return args
+    return [*args, f"hydra.job.config.override_dirname.exclude_keys=[{','.join(fixed)}]"]
+
+
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    from marl import experiment
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from marl import experiment, preemption
 
     try:
-        result = experiment.run(cfg)
+        with preemption.preemptible():  # USR2/SIGTERM: checkpoint, then stop (or requeue on SLURM)
+            result = experiment.run(cfg)
     except ConfigError as exc:
         print(f"Config error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except preemption.Preempted as exc:
+        print(f"Run stopped by {preemption.requested_by() or 'a stop request'}: {exc}. Start it again in the "
+              f"same folder, or with resume={cfg.resume or cfg.run_dir}, to continue.", file=sys.stderr)
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            sys.exit(PREEMPTED_EXIT_CODE)
+        raise
     return result.get("eval/return_mean")
 
 
 if __name__ == "__main__":
     import_all_components()
-    sys.argv = [sys.argv[0], *expand_int_ranges(sys.argv[1:])]
+    sys.argv = [sys.argv[0], *name_runs_by_swept_keys(expand_int_ranges(sys.argv[1:]))]
     main()

@@ -84,9 +84,12 @@ class Experiment:
             "checkpoint": Every(cfg.checkpoint.interval, cfg.checkpoint.unit),
         }
         self.pending_updates = 0.0
+        self.evaluated_at = -1  # env step of the last periodic eval (the final eval skips a repeat)
         self.window = self._empty_window()
         self.checkpoint_path = self.run_dir / CHECKPOINT_FILE
         state = load(self.checkpoint_path) if self.checkpoint_path.exists() else None
+        if state:
+            check_resumable(cfg, self.run_dir)
         OmegaConf.save(cfg, self.run_dir / CONFIG_FILE)
         self.jsonl = JsonlSink(self.run_dir / METRICS_FILE, offset=state["logger"]["jsonl_offset"] if state else 0)
         self.logger = Logger([self.jsonl] + (sinks if sinks is not None else self._default_sinks()))
@@ -114,7 +117,6 @@ class Experiment:
     # --- the loop -------------------------------------------------------------------------
     def train(self) -> dict[str, float]:
         cfg, clock = self.cfg, self.clock
-        evaluated_at = -1
         t_max, unit = int(cfg.t_max), Unit(cfg.t_max_unit)
         try:
             while clock[unit] < t_max:
@@ -123,14 +125,14 @@ class Experiment:
                     self._log_train()
                 if self.schedules["eval"].due(clock):
                     self.logger.log(clock, evaluate(self.eval_runner, cfg.eval.episodes))
-                    evaluated_at = clock.env_steps
+                    self.evaluated_at = clock.env_steps
                 if self.schedules["checkpoint"].due(clock):
                     self.save()
                 if preemption.requested():
                     self.save()
                     raise preemption.Preempted(f"stopped at {clock.as_dict()} with a checkpoint")
             final = evaluate(self.eval_runner, cfg.eval.episodes)
-            if evaluated_at != clock.env_steps:  # else the periodic eval just ran on the same step
+            if self.evaluated_at != clock.env_steps:  # else the periodic eval just ran on the same step
                 self.logger.log(clock, final)
             self.logger.log(clock, {"final": 1.0})
             self.save()
@@ -189,6 +191,8 @@ class Experiment:
             "learner": self.learner.state_dict(),
             "buffer": self.buffer.state_dict() if buffer_ok else None,
             "runner": self.runner.state_dict(),
+            "eval_env": self.eval_env.state_dict(),
+            "evaluated_at": self.evaluated_at,
             "rng": rng_state(self.generators),
             "pending_updates": self.pending_updates,
             "window": {k: v for k, v in self.window.items() if k not in ("t0",)},
@@ -205,9 +209,48 @@ class Experiment:
         if state["buffer"] is not None:
             self.buffer.load_state_dict(state["buffer"])
         self.runner.load_state_dict(state["runner"])
+        if state.get("eval_env"):
+            self.eval_env.load_state_dict(state["eval_env"])
+        self.evaluated_at = state.get("evaluated_at", -1)
         set_rng_state(state["rng"], self.generators)
         self.pending_updates = state["pending_updates"]
         self.window = {**state["window"], "t0": time.time()}
+
+
+# What a resumed run may change: where it writes, how long it runs, what it logs, where it runs.
+RESUME_MAY_CHANGE = ("run_dir", "resume", "t_max", "logger", "checkpoint", "device", "threads")
+
+
+def check_resumable(cfg: DictConfig, run_dir: Path) -> None:
+    """Refuse to resume a run with a different algorithm, env or seed than the one in its folder.
+
+    Loading the checkpoint into differently shaped networks would fail obscurely, and into the
+    same shapes with other settings would silently mix two experiments.
+    """
+    saved_file = run_dir / CONFIG_FILE
+    if not saved_file.exists():
+        return
+    old = _flatten(OmegaConf.to_container(OmegaConf.load(saved_file), resolve=False))
+    new = _flatten(OmegaConf.to_container(cfg, resolve=False))
+    diffs = [f"{key}={old.get(key)!r} in the folder, {new.get(key)!r} now"
+             for key in sorted(set(old) | set(new))
+             if key.split(".")[0] not in RESUME_MAY_CHANGE and old.get(key) != new.get(key)]
+    if diffs:
+        raise ConfigError(f"resume={str(run_dir)!r}: the run in this folder was configured differently ("
+                          + "; ".join(diffs) + f"). Pass the same overrides as that run (see {saved_file}); "
+                          f"only {', '.join(RESUME_MAY_CHANGE)} may change.")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys to leaf values; typed values (enums) by their value."""
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(tree, list):
+        return {prefix[:-1]: [getattr(v, "value", v) for v in tree]}
+    return {prefix[:-1]: getattr(tree, "value", tree)}
 
 
 def run(cfg: DictConfig, sinks: list[Sink] | None = None) -> dict[str, float]:

@@ -1,0 +1,91 @@
+"""Level-Based Foraging (``lbforaging==2.0.0``): ``env=lbf env.key=Foraging-8x8-2p-2f-coop-v3``.
+
+Facts this adapter relies on (read in lbforaging 2.0.0's ``foraging/environment.py``):
+
+* ids are registered by ``import lbforaging`` as ``Foraging[-2s]-{s}x{s}-{p}p-{f}f[-coop]-v3``;
+  ``-2s`` is the partial view (sight 2), e.g. ``Foraging-2s-8x8-2p-2f-coop-v3``. No Gymnasium
+  ``TimeLimit`` is registered: the env counts steps itself (``_max_episode_steps``, 50).
+* ``step`` returns one reward per agent (normalised so that a whole episode's food sums to 1
+  over all agents). The team reward is their sum (``team_reward=sum``, the default): the spec's
+  ``shared_reward`` is then True, as the value-decomposition learners need.
+* ``done`` is ``field.sum() == 0 or current_step >= _max_episode_steps`` and ``truncated`` is
+  always False. The adapter splits it: ``terminated`` when all food is gone (the task ended, even
+  if that happened on the last allowed step), ``truncated`` otherwise (the time limit).
+* the valid actions live in ``env.unwrapped._valid_actions``: a dict from each ``Player`` (in
+  ``env.unwrapped.players`` order) to the list of valid ``Action`` enums (NONE=0, NORTH, SOUTH,
+  WEST, EAST, LOAD=5), recomputed after every reset and step. They are the avail masks; NONE is
+  always valid and LOAD only next to food. (The env itself turns an invalid action into NONE.)
+* there is no global state: ``state=auto`` gives the concatenated observations, as EPyMARL does.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from marl.envs.gymnasium import GymMultiAgentEnv, to_plain
+from marl.envs.python_vec import PythonEnvConfig, PythonVecEnv, build
+from marl.errors import ConfigError
+from marl.registry import ENVS
+
+
+@dataclass
+class LBFConfig(PythonEnvConfig):
+    """``key``: an lbforaging Gymnasium id. ``time_limit``: steps per episode (lbforaging's own
+    default and EPyMARL's: 50). ``kwargs``: extra ``ForagingEnv`` arguments (e.g. ``penalty``,
+    ``normalize_reward``)."""
+
+    name: str = "lbf"
+    key: str = "Foraging-8x8-2p-2f-coop-v3"
+    time_limit: int = 50
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+class LBFEnv(GymMultiAgentEnv):
+    """LBF with its masks read from ``_valid_actions`` and its time limit split out of ``done``."""
+
+    def _avail(self, info: dict[str, Any]) -> np.ndarray:
+        u = self.env.unwrapped
+        avail = np.zeros((self.n_agents, self.info.n_actions), dtype=bool)
+        for i, player in enumerate(u.players):
+            for action in u._valid_actions[player]:
+                avail[i, action.value] = True
+        return avail
+
+    def _ending(self, terminated: Any, truncated: Any, info: dict[str, Any]) -> tuple[bool, bool]:
+        if not (terminated or truncated):
+            return False, False
+        all_food_gone = bool(self.env.unwrapped.field.sum() == 0)
+        return all_food_gone, not all_food_gone
+
+
+def _make_single(key: str, kwargs: dict[str, Any], time_limit: int, reward: str) -> LBFEnv:
+    import gymnasium
+    import lbforaging  # noqa: F401  (registers the ids)
+
+    env = gymnasium.make(key, disable_env_checker=True, **kwargs)
+    env.unwrapped._max_episode_steps = time_limit  # the env's own step counter ends episodes here
+    return LBFEnv(env, time_limit, reward, name="lbf")
+
+
+@ENVS.register("lbf", config=LBFConfig)
+def make_lbf(cfg: Any, num_envs: int, seed: int, device: Any = "cpu") -> PythonVecEnv:
+    try:
+        import gymnasium
+        import lbforaging  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(f"env.name='lbf' needs lbforaging ({e}): pip install -e .[lbf]") from e
+    key = str(cfg.key)
+    try:
+        gymnasium.spec(key)
+    except gymnasium.error.Error as e:
+        raise ConfigError(f"env.key={key!r} is not an lbforaging id ({e}); e.g. Foraging-8x8-2p-2f-coop-v3 or "
+                          "the partial view Foraging-2s-8x8-2p-2f-coop-v3") from e
+    kwargs = to_plain(cfg.kwargs)
+    if "max_episode_steps" in kwargs:
+        raise ConfigError("env.kwargs.max_episode_steps is not allowed: set env.time_limit instead")
+    make = functools.partial(_make_single, key, kwargs, int(cfg.time_limit), str(cfg.team_reward))
+    return build(cfg, make, num_envs, seed, device)
