@@ -15,6 +15,7 @@ import socket
 import string
 import sys
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -94,9 +95,19 @@ class ConsoleSink:
 
 
 def wandb_mode(requested: str) -> str:
-    """``auto`` is online only with an API key and a reachable server, offline otherwise."""
+    """``auto`` is online only with an API key and a reachable server, offline otherwise.
+
+    Without a key no network call is made (a laptop or a compute node without internet starts at
+    once). ``WANDB_MODE`` in the environment (``offline``, ``disabled``, ``online``) is honoured
+    for ``auto``, as W&B users expect.
+    """
     if requested != "auto":
         return requested
+    env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env_mode in ("offline", "dryrun"):
+        return "offline"
+    if env_mode in ("disabled", "online"):
+        return env_mode
     if not os.environ.get("WANDB_API_KEY") and not _netrc_has_wandb():
         return "offline"
     host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
@@ -119,43 +130,81 @@ def _netrc_has_wandb() -> bool:
 
 
 class WandbSink:
-    """Logs to a W&B run in the run folder; resumes the run whose id is saved there."""
+    """Logs to a W&B run stored in the run folder; resumes the run whose id is saved there.
+
+    The config is passed nested (``{"mixer": {"name": ...}}``): W&B stores nested dicts as such
+    and shows them in the UI, filters and report group-bys as dotted keys (``mixer.name``), so
+    every key can be grouped on. Every metric is plotted against ``env_steps``.
+
+    W&B must never stop training: a failure in ``init`` (online) retries offline, and any other
+    failure turns the sink into a no-op after one message.
+    """
 
     def __init__(self, run_dir: Path, cfg: dict[str, Any], settings: Any, name: str, group: str | None,
                  tags: list[str], job_type: str) -> None:
-        import wandb
-
-        self.wandb = wandb
-        self.mode = wandb_mode(settings.mode)
-        id_file = run_dir / WANDB_ID_FILE
-        run_id = id_file.read_text().strip() if id_file.exists() else new_run_id()
-        id_file.write_text(run_id)
-        self.run = wandb.init(
-            project=settings.project, entity=settings.entity, group=group, name=name, tags=tags,
-            job_type=job_type, config=cfg, id=run_id, resume="allow", dir=str(run_dir),
-            mode=self.mode, settings=wandb.Settings(silent=True, console="off"),
-        )
-        self.run.define_metric("env_steps")
-        self.run.define_metric("*", step_metric="env_steps")
+        self.run: Any = None
         self.failed = False
+        self.mode = wandb_mode(settings.mode)
+        self.run_dir = Path(run_dir)
+        id_file = self.run_dir / WANDB_ID_FILE
+        try:
+            import wandb
+
+            run_id = id_file.read_text().strip() if id_file.exists() else new_run_id()
+            id_file.write_text(run_id)
+            init = dict(project=settings.project, entity=settings.entity, group=group, name=name, tags=list(tags),
+                        job_type=job_type, config=self.plain(cfg), id=run_id, resume="allow", dir=str(self.run_dir),
+                        settings=wandb.Settings(silent=True, console="off"))
+            try:
+                self.run = wandb.init(mode=self.mode, **init)
+            except Exception as exc:
+                if self.mode != "online":
+                    raise
+                print(f"W&B online start failed ({exc}); logging offline instead", file=sys.stderr)
+                self.mode = "offline"
+                self.run = wandb.init(mode=self.mode, **init)
+            self.run.define_metric("env_steps")
+            self.run.define_metric("*", step_metric="env_steps")
+        except Exception as exc:  # W&B must never stop training
+            self._fail("start", exc)
+
+    @staticmethod
+    def plain(value: Any) -> Any:
+        """Enums as their values, containers recursively: what W&B stores in the run's config."""
+        if isinstance(value, Enum):
+            return value.value
+        if isinstance(value, dict):
+            return {str(k): WandbSink.plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [WandbSink.plain(v) for v in value]
+        return value
+
+    @staticmethod
+    def offline_run_dir(run: Any) -> str:
+        """The ``wandb/offline-run-*`` folder of a run, which ``wandb sync`` uploads."""
+        return str(Path(run.dir).parent) if str(run.dir).endswith("files") else str(run.dir)
+
+    def _fail(self, what: str, exc: Exception) -> None:
+        self.failed = True
+        print(f"W&B {what} failed, continuing without it: {type(exc).__name__}: {exc}", file=sys.stderr)
 
     def write(self, record: dict[str, Any]) -> None:
         if self.failed:
             return
         try:
             self.run.log(record)
-        except Exception as exc:  # W&B must never stop training
-            self.failed = True
-            print(f"W&B logging failed, continuing without it: {exc}", file=sys.stderr)
+        except Exception as exc:
+            self._fail("logging", exc)
 
     def close(self) -> None:
+        if self.run is None:
+            return
         try:
             self.run.finish()
         except Exception as exc:
-            print(f"W&B finish failed: {exc}", file=sys.stderr)
+            print(f"W&B finish failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         if self.mode == "offline":
-            print(f"W&B run saved offline; upload with: wandb sync {self.run.dir.rsplit('/files', 1)[0]}",
-                  file=sys.stderr)
+            print(f"W&B run saved offline; upload with: wandb sync {self.offline_run_dir(self.run)}", file=sys.stderr)
 
 
 class Logger:

@@ -30,8 +30,6 @@ each reset splits it, so the same seed repeats exactly and ``state_dict`` can co
 
 from __future__ import annotations
 
-import contextlib
-import io
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -81,9 +79,8 @@ _CACHE: dict[tuple[Any, ...], _Compiled] = {}
 
 def _import_jax() -> tuple[Any, Any]:
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # jaxmarl prints about optional submodules
-            import jax
-            import jaxmarl  # noqa: F401
+        import jax
+        import jaxmarl  # noqa: F401  (prints two lines about optional submodules; harmless)
     except ImportError as e:
         raise ConfigError(f"env.name='smax' needs jax and jaxmarl ({e}): pip install -e .[smax]") from e
     return jax, jax.numpy
@@ -95,7 +92,7 @@ def _compile(cfg: Any) -> _Compiled:
     from jaxmarl.environments.smax import HeuristicEnemySMAX
     from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO, map_name_to_scenario
 
-    key = (str(cfg.map), int(cfg.max_steps), str(cfg.attack_mode), bool(cfg.enemy_shoots),
+    key = (str(cfg.map), str(cfg.attack_mode), bool(cfg.enemy_shoots),
            bool(cfg.see_enemy_actions), bool(cfg.walls_cause_death), float(cfg.won_battle_bonus))
     if key in _CACHE:
         return _CACHE[key]
@@ -104,14 +101,14 @@ def _compile(cfg: Any) -> _Compiled:
                           f"{', '.join(sorted(MAP_NAME_TO_SCENARIO))}")
     if cfg.attack_mode not in ATTACK_MODES:
         raise ConfigError(f"env.attack_mode={cfg.attack_mode!r} is invalid: choose one of {', '.join(ATTACK_MODES)}")
-    if int(cfg.max_steps) <= 0:
-        raise ConfigError(f"env.max_steps={cfg.max_steps!r} is invalid: must be > 0")
+    # SMAX's own max_steps only feeds its `done` flag, which the adapter does not use: the limit is
+    # an argument of the jitted step instead, so every max_steps shares one compilation.
     env = HeuristicEnemySMAX(
-        scenario=map_name_to_scenario(cfg.map), max_steps=int(cfg.max_steps), attack_mode=str(cfg.attack_mode),
+        scenario=map_name_to_scenario(cfg.map), attack_mode=str(cfg.attack_mode),
         enemy_shoots=bool(cfg.enemy_shoots), see_enemy_actions=bool(cfg.see_enemy_actions),
         walls_cause_death=bool(cfg.walls_cause_death), won_battle_bonus=float(cfg.won_battle_bonus),
     )
-    agents, n_allies, max_steps = env.agents, env.num_allies, int(cfg.max_steps)
+    agents, n_allies = env.agents, env.num_allies
 
     def observe(state: Any) -> tuple[Any, Any, Any]:
         obs = env.get_obs(state)
@@ -123,7 +120,7 @@ def _compile(cfg: Any) -> _Compiled:
         _, fresh = env.reset(key)
         return jax.tree.map(lambda new, old: jnp.where(mask, new, old), fresh, state)
 
-    def step_one(key: Any, state: Any, actions: Any) -> tuple[Any, ...]:
+    def step_one(key: Any, state: Any, actions: Any, max_steps: Any) -> tuple[Any, ...]:
         _, state, rewards, _, _ = env.step_env(key, state, {a: actions[i] for i, a in enumerate(agents)})
         alive = state.state.unit_alive
         allies_dead, enemies_dead = ~alive[:n_allies].any(), ~alive[n_allies:].any()
@@ -139,9 +136,10 @@ def _compile(cfg: Any) -> _Compiled:
         return (key, state) + jax.vmap(observe)(state)
 
     @jax.jit
-    def step(key: Any, state: Any, actions: Any) -> tuple[Any, ...]:
+    def step(key: Any, state: Any, actions: Any, max_steps: Any) -> tuple[Any, ...]:
         key, sub = jax.random.split(key)
-        state, *outs = jax.vmap(step_one)(jax.random.split(sub, actions.shape[0]), state, actions)
+        keys = jax.random.split(sub, actions.shape[0])
+        state, *outs = jax.vmap(step_one, in_axes=(0, 0, 0, None))(keys, state, actions, max_steps)
         return (key, state) + jax.vmap(observe)(state) + tuple(outs)
 
     _CACHE[key] = _Compiled(env=env, reset=reset, step=step)
@@ -160,6 +158,8 @@ class SmaxEnv:
     """``num_envs`` SMAX battles stepped as one jitted call (see the module docstring)."""
 
     def __init__(self, cfg: Any, num_envs: int, seed: int) -> None:
+        if int(cfg.max_steps) <= 0:
+            raise ConfigError(f"env.max_steps={cfg.max_steps!r} is invalid: must be > 0")
         self.jax, self.jnp = _import_jax()
         self.fns = _compile(cfg)
         env = self.fns.env
@@ -170,6 +170,7 @@ class SmaxEnv:
             n_actions=int(env.num_ally_actions), episode_limit=int(cfg.max_steps), has_state=True,
             shared_reward=True, stats=("battle_won",),
         )
+        self._max_steps = self.jnp.asarray(int(cfg.max_steps), dtype=self.jnp.int32)
         self._key = self.jax.random.PRNGKey(seed % 2**32)
         # A zero template batch of states, shaped by tracing (no compile); the first reset fills it.
         _, one = self.jax.eval_shape(env.reset, self.jax.random.PRNGKey(0))
@@ -187,7 +188,7 @@ class SmaxEnv:
     def step(self, actions: torch.Tensor) -> TimeStep:
         a = self.jnp.asarray(actions.to(torch.int32).cpu().numpy())
         self._key, self._state, obs, state, avail, reward, terminated, truncated, won = self.fns.step(
-            self._key, self._state, a)
+            self._key, self._state, a, self._max_steps)
         return TimeStep(obs=_torch(obs), state=_torch(state), avail=_torch(avail), reward=_torch(reward),
                         terminated=_torch(terminated), truncated=_torch(truncated),
                         info={"battle_won": _torch(won)})
