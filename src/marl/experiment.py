@@ -6,6 +6,7 @@ number of gradient steps per collected episode does not depend on ``num_envs``.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -215,6 +216,8 @@ class Experiment:
         set_rng_state(state["rng"], self.generators)
         self.pending_updates = state["pending_updates"]
         self.window = {**state["window"], "t0": time.time()}
+        print(f"Resuming {self.run_dir} from its checkpoint at " + ", ".join(f"{k}={v}" for k, v in
+              self.clock.as_dict().items()), file=sys.stderr, flush=True)
 
 
 # What a resumed run may change: where it writes, how long it runs, what it logs, where it runs.

@@ -62,11 +62,11 @@ class LBFEnv(GymMultiAgentEnv):
         return all_food_gone, not all_food_gone
 
 
-def _make_single(key: str, kwargs: dict[str, Any], time_limit: int, reward: str) -> LBFEnv:
+def _make_single(spec: Any, kwargs: dict[str, Any], time_limit: int, reward: str) -> LBFEnv:
     import gymnasium
     import lbforaging  # noqa: F401  (registers the ids)
 
-    env = gymnasium.make(key, disable_env_checker=True, **kwargs)
+    env = gymnasium.make(spec, disable_env_checker=True, **kwargs)
     env.unwrapped._max_episode_steps = time_limit  # the env's own step counter ends episodes here
     return LBFEnv(env, time_limit, reward, name="lbf")
 
@@ -80,12 +80,12 @@ def make_lbf(cfg: Any, num_envs: int, seed: int, device: Any = "cpu") -> PythonV
         raise ConfigError(f"env.name='lbf' needs lbforaging ({e}): pip install -e .[lbf]") from e
     key = str(cfg.key)
     try:
-        gymnasium.spec(key)
+        spec = gymnasium.spec(key)  # looked up once: a lookup scans every registered id (~0.1 s)
     except gymnasium.error.Error as e:
         raise ConfigError(f"env.key={key!r} is not an lbforaging id ({e}); e.g. Foraging-8x8-2p-2f-coop-v3 or "
                           "the partial view Foraging-2s-8x8-2p-2f-coop-v3") from e
     kwargs = to_plain(cfg.kwargs)
     if "max_episode_steps" in kwargs:
         raise ConfigError("env.kwargs.max_episode_steps is not allowed: set env.time_limit instead")
-    make = functools.partial(_make_single, key, kwargs, int(cfg.time_limit), str(cfg.team_reward))
+    make = functools.partial(_make_single, spec, kwargs, int(cfg.time_limit), str(cfg.team_reward))
     return build(cfg, make, num_envs, seed, device)

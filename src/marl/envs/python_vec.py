@@ -443,6 +443,6 @@ class PythonVecEnv:
 def build(cfg: Any, make_env: Callable[[], SingleEnv], num_envs: int, seed: int, device: Any = "cpu") -> PythonVecEnv:
     """The factory tail shared by the Python env adapters: seeds and workers from the env config."""
     check_common(cfg)
-    seeds = derive_seeds(seed, num_envs, f"python-env-{cfg.name}")
+    seeds = derive_seeds(seed, num_envs, "env copies")
     return PythonVecEnv(make_env, num_envs, seeds, num_workers=int(cfg.num_workers), state=str(cfg.state),
                         name=str(cfg.name), device=device)

@@ -44,13 +44,13 @@ class RWAREEnv(GymMultiAgentEnv):
         return False, bool(terminated) or bool(truncated)
 
 
-def _make_single(key: str, kwargs: dict[str, Any], time_limit: int, reward: str) -> RWAREEnv:
+def _make_single(spec: Any, kwargs: dict[str, Any], time_limit: int, reward: str) -> RWAREEnv:
     import gymnasium
     import rware  # registers the ids
 
     if isinstance(kwargs.get("reward_type"), str):  # YAML gives a name: global | individual | two_stage
         kwargs = {**kwargs, "reward_type": rware.RewardType[kwargs["reward_type"].upper()]}
-    env = gymnasium.make(key, disable_env_checker=True, max_steps=time_limit, **kwargs)
+    env = gymnasium.make(spec, disable_env_checker=True, max_steps=time_limit, **kwargs)
     return RWAREEnv(env, time_limit, reward, name="rware")
 
 
@@ -63,11 +63,11 @@ def make_rware(cfg: Any, num_envs: int, seed: int, device: Any = "cpu") -> Pytho
         raise ConfigError(f"env.name='rware' needs rware ({e}): pip install -e .[rware]") from e
     key = str(cfg.key)
     try:
-        gymnasium.spec(key)
+        spec = gymnasium.spec(key)  # looked up once: a lookup scans every registered id (~0.1 s)
     except gymnasium.error.Error as e:
         raise ConfigError(f"env.key={key!r} is not an rware id ({e}); e.g. rware-tiny-2ag-v2") from e
     kwargs = to_plain(cfg.kwargs)
     if "max_steps" in kwargs or "max_episode_steps" in kwargs:
         raise ConfigError("env.kwargs.max_steps is not allowed: set env.time_limit instead")
-    make = functools.partial(_make_single, key, kwargs, int(cfg.time_limit), str(cfg.team_reward))
+    make = functools.partial(_make_single, spec, kwargs, int(cfg.time_limit), str(cfg.team_reward))
     return build(cfg, make, num_envs, seed, device)

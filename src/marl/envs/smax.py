@@ -24,8 +24,9 @@ B envs, cached per map and env parameters, so each map/batch size compiles once 
 (train and eval envs of different B compile once each). Results cross to torch through DLPack
 without a copy; torch must treat them as read-only (JAX buffers are immutable).
 
-PRNG: one JAX key per env object, derived from the ``seed`` given to the factory; each step and
-each reset splits it, so the same seed repeats exactly and ``state_dict`` can continue bitwise.
+PRNG: one JAX key per env copy, all derived from the ``seed`` given to the factory; a step splits
+every row's key, a reset only the masked rows', so an env's battles do not depend on when the other
+envs finished, the same seed repeats exactly and ``state_dict`` can continue bitwise.
 """
 
 from __future__ import annotations
@@ -116,31 +117,31 @@ def _compile(cfg: Any) -> _Compiled:
         return (jnp.stack([obs[a] for a in agents]), env.get_world_state(state),
                 jnp.stack([avail[a] for a in agents]).astype(jnp.bool_))
 
-    def reset_one(key: Any, mask: Any, state: Any) -> Any:
-        _, fresh = env.reset(key)
-        return jax.tree.map(lambda new, old: jnp.where(mask, new, old), fresh, state)
+    def reset_one(key: Any, mask: Any, state: Any) -> tuple[Any, Any]:
+        nxt, sub = jax.random.split(key)
+        _, fresh = env.reset(sub)
+        keep = lambda new, old: jnp.where(mask, new, old)  # noqa: E731
+        return keep(nxt, key), jax.tree.map(keep, fresh, state)
 
     def step_one(key: Any, state: Any, actions: Any, max_steps: Any) -> tuple[Any, ...]:
-        _, state, rewards, _, _ = env.step_env(key, state, {a: actions[i] for i, a in enumerate(agents)})
+        key, sub = jax.random.split(key)
+        _, state, rewards, _, _ = env.step_env(sub, state, {a: actions[i] for i, a in enumerate(agents)})
         alive = state.state.unit_alive
         allies_dead, enemies_dead = ~alive[:n_allies].any(), ~alive[n_allies:].any()
         terminated = allies_dead | enemies_dead
         truncated = (state.state.step >= max_steps) & ~terminated
         reward = jnp.stack([rewards[a] for a in agents]).mean()
-        return state, reward.astype(jnp.float32), terminated, truncated, enemies_dead & ~allies_dead
+        return key, state, reward.astype(jnp.float32), terminated, truncated, enemies_dead & ~allies_dead
 
     @jax.jit
-    def reset(key: Any, mask: Any, state: Any) -> tuple[Any, ...]:
-        key, sub = jax.random.split(key)
-        state = jax.vmap(reset_one)(jax.random.split(sub, mask.shape[0]), mask, state)
-        return (key, state) + jax.vmap(observe)(state)
+    def reset(keys: Any, mask: Any, state: Any) -> tuple[Any, ...]:
+        keys, state = jax.vmap(reset_one)(keys, mask, state)
+        return (keys, state) + jax.vmap(observe)(state)
 
     @jax.jit
-    def step(key: Any, state: Any, actions: Any, max_steps: Any) -> tuple[Any, ...]:
-        key, sub = jax.random.split(key)
-        keys = jax.random.split(sub, actions.shape[0])
-        state, *outs = jax.vmap(step_one, in_axes=(0, 0, 0, None))(keys, state, actions, max_steps)
-        return (key, state) + jax.vmap(observe)(state) + tuple(outs)
+    def step(keys: Any, state: Any, actions: Any, max_steps: Any) -> tuple[Any, ...]:
+        keys, state, *outs = jax.vmap(step_one, in_axes=(0, 0, 0, None))(keys, state, actions, max_steps)
+        return (keys, state) + jax.vmap(observe)(state) + tuple(outs)
 
     _CACHE[key] = _Compiled(env=env, reset=reset, step=step)
     return _CACHE[key]
@@ -171,7 +172,8 @@ class SmaxEnv:
             shared_reward=True, stats=("battle_won",),
         )
         self._max_steps = self.jnp.asarray(int(cfg.max_steps), dtype=self.jnp.int32)
-        self._key = self.jax.random.PRNGKey(seed % 2**32)
+        # One key per env, so that resetting some envs never shifts the others' random streams.
+        self._key = self.jax.random.split(self.jax.random.PRNGKey(seed % 2**32), num_envs)
         # A zero template batch of states, shaped by tracing (no compile); the first reset fills it.
         _, one = self.jax.eval_shape(env.reset, self.jax.random.PRNGKey(0))
         self._state = self.jax.tree.map(lambda x: self.jnp.zeros((num_envs, *x.shape), x.dtype), one)

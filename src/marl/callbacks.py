@@ -1,0 +1,38 @@
+"""Hydra callbacks. :class:`SweepSummary` ends ``launch.py -m`` with where the sweep is and what to run next.
+
+Registered in ``conf/config.yaml`` under ``hydra.callbacks``; Hydra calls ``on_multirun_end`` in the
+launching process once every job of the sweep has returned (locally, or with the SLURM launcher).
+Kept free of heavy imports: Hydra instantiates callbacks in every job process too.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+
+def sweep_summary(sweep_dir: Path) -> str:
+    """The lines printed at the end of a sweep: its folder, the report command, the W&B sync command."""
+    sweep_dir = sweep_dir.resolve()
+    lines = ["", f"Sweep folder: {sweep_dir}",
+             f"Compare the runs across seeds:  python -m marl.report {shlex.quote(str(sweep_dir))}"]
+    offline = sorted(sweep_dir.glob("**/wandb/offline-run-*"))
+    if offline:
+        rel = offline[0].relative_to(sweep_dir).parts
+        pattern = "/".join(["*"] * (len(rel) - 2) + ["wandb", "offline-run-*"])
+        lines.append(f"W&B runs were logged offline; upload them with:  wandb sync {shlex.quote(str(sweep_dir))}/{pattern}")
+    return "\n".join(lines)
+
+
+class SweepSummary(Callback):
+    """Prints :func:`sweep_summary` for the sweep folder when a multirun ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            print(sweep_summary(Path(str(config.hydra.sweep.dir))), flush=True)
+        except Exception as exc:  # a summary must never turn a finished sweep into a failure
+            print(f"(could not summarise the sweep: {exc})", flush=True)

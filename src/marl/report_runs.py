@@ -1,0 +1,183 @@
+"""Find run folders under sweep or run paths and read them back, including the unfinished ones.
+
+A run folder is what :mod:`marl.experiment` writes: ``config.yaml`` and ``metrics.jsonl`` (one JSON
+record per line; a run that reached ``t_max`` ends with a ``{"final": 1.0}`` record). A Hydra job
+folder (``.hydra/``) without them is a run that failed before training started. A sweep folder's
+``multirun.yaml`` says which jobs the sweep launched, so jobs without a folder at all (not started
+yet, or lost) are named too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from marl.wandb_naming import OVERRIDES_FILE, experiment_config, experiment_key, to_plain
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+MULTIRUN_FILE = "multirun.yaml"
+SKIP_DIRS = {".hydra", "wandb", "__pycache__"}
+
+
+@dataclass
+class Run:
+    """One run folder as the report sees it. ``problem`` is why it has no final result, if so."""
+
+    path: Path
+    config: dict[str, Any] | None = None
+    records: list[dict[str, Any]] = field(default_factory=list)
+    complete: bool = False
+    problem: str | None = None
+
+    @property
+    def seed(self) -> Any:
+        return (self.config or {}).get("seed")
+
+    @property
+    def key(self) -> str:
+        """The experiment: runs with the same key differ only in their seed (and bookkeeping)."""
+        assert self.config is not None
+        return experiment_key(self.config)
+
+    @property
+    def env_key(self) -> str:
+        assert self.config is not None
+        return json.dumps(self.config.get("env"), sort_keys=True, default=str)
+
+    def evals(self, metric: str) -> list[tuple[int, float]]:
+        """``(env_steps, value)`` of every evaluation record that has ``metric``."""
+        return [(int(r["env_steps"]), float(r[metric])) for r in self.records if metric in r and "env_steps" in r]
+
+
+def _overrides(run_dir: Path) -> list[str] | None:
+    path = run_dir / OVERRIDES_FILE
+    if not path.is_file():
+        return None
+    try:
+        return [str(o) for o in (OmegaConf.load(path) or [])]
+    except Exception:
+        return None
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl``; a torn last line (a crash mid-write) is skipped."""
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def load_run(run_dir: Path) -> Run:
+    run = Run(path=run_dir)
+    config_file, metrics_file = run_dir / CONFIG_FILE, run_dir / METRICS_FILE
+    if not config_file.is_file():
+        run.problem = "failed before training started (no config.yaml; see its Hydra log)"
+        return run
+    try:
+        run.config = to_plain(OmegaConf.load(config_file))
+    except Exception as exc:
+        run.problem = f"unreadable config.yaml ({type(exc).__name__}: {exc})"
+        return run
+    if not metrics_file.is_file():
+        run.problem = "no metrics.jsonl (failed before the first step)"
+        return run
+    run.records = read_records(metrics_file)
+    run.complete = any("final" in r for r in run.records)
+    if not run.complete:
+        if not run.records:
+            run.problem = "no metrics yet (still starting, or failed before the first record)"
+        else:
+            unit = str(run.config.get("t_max_unit", "env_steps"))
+            done = run.records[-1].get(unit, "?")
+            run.problem = (f"no final record: stopped at {done}/{run.config.get('t_max', '?')} {unit} "
+                           "(still running, preempted or failed)")
+    return run
+
+
+def _is_run_dir(path: Path, files: set[str], dirs: set[str]) -> bool:
+    return CONFIG_FILE in files and METRICS_FILE in files or (
+        ".hydra" in dirs and (path / OVERRIDES_FILE).is_file() and MULTIRUN_FILE not in files)
+
+
+def expected_jobs(sweep_dir: Path) -> list[list[str]]:
+    """The override lists of every job that the sweep in ``sweep_dir`` launches (from multirun.yaml).
+
+    Expanded with Hydra's own override parser, as its basic sweeper does (a cartesian product of the
+    sweep values). Empty if the file cannot be read.
+    """
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        task = OmegaConf.load(sweep_dir / MULTIRUN_FILE).hydra.overrides.task
+        parsed = OverridesParser.create().parse_overrides([str(o) for o in task])
+        axes = []
+        for o in parsed:
+            key = o.get_key_element()
+            values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+            axes.append([f"{key}={v}" for v in values])
+        return [list(combo) for combo in itertools.product(*axes)]
+    except Exception:
+        return []
+
+
+def _canonical(overrides: list[str]) -> frozenset[str]:
+    """Overrides as a set of ``key=value`` with Hydra's own formatting of the value."""
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        return frozenset(f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in parsed)
+    except Exception:
+        return frozenset(overrides)
+
+
+def find_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
+    """Every run folder under ``paths`` (each a sweep folder, a run folder or any folder above them),
+    and the jobs that a sweep launched but that have no folder (as ``"<sweep>: <overrides>"``)."""
+    run_dirs: list[Path] = []
+    sweeps: list[Path] = []
+    for root in paths:
+        root = Path(root).resolve()
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root} is not a folder")
+        for here, dirs, files in os.walk(root):
+            here_path = Path(here)
+            if MULTIRUN_FILE in files:
+                sweeps.append(here_path)
+            if _is_run_dir(here_path, set(files), set(dirs)):
+                run_dirs.append(here_path)
+            dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
+    run_dirs = sorted(set(run_dirs))
+    runs = [load_run(d) for d in run_dirs]
+    missing = []
+    for sweep in sorted(set(sweeps)):
+        found = {_canonical(ov) for d in run_dirs if d.is_relative_to(sweep) and (ov := _overrides(d)) is not None}
+        for job in expected_jobs(sweep):
+            if _canonical(job) not in found:
+                missing.append(f"{sweep}: {','.join(job)} (no run folder: not started yet, or lost)")
+    return runs, missing
+
+
+def describe(run: Run) -> str:
+    """A short human name of a run: its folder and, when known, its mixer and seed."""
+    if run.config is None:
+        return str(run.path)
+    mixer = (run.config.get("mixer") or {}).get("name", "?")
+    return f"{run.path} ({mixer}, seed {run.seed})"
+
+
+__all__ = ["Run", "find_runs", "load_run", "read_records", "expected_jobs", "describe", "experiment_config"]

@@ -1,0 +1,121 @@
+"""Statistics over seeds with ``rliable`` (Agarwal et al. 2021): mean, IQM, stratified bootstrap CIs.
+
+Every interval here comes from :func:`rliable.library.get_interval_estimates` (percentile
+stratified bootstrap over runs); aggregates are rliable's ``aggregate_mean`` and
+``aggregate_iqm``. For learning curves the IQM is taken per evaluation point; it is computed for
+all points at once with ``scipy.stats.trim_mean(..., 0.25, axis=0)``, which is exactly what
+``rliable.metrics.aggregate_iqm`` computes for one point (a test checks it) but 15x faster.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+def _rliable() -> tuple[Any, Any]:
+    """rliable's ``library`` and ``metrics`` modules, with a clear error when they are missing."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from rliable import library, metrics
+    except ImportError as exc:
+        raise SystemExit(f"marl.report needs rliable and matplotlib: pip install -e '.[report]' ({exc})") from exc
+    return library, metrics
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate and its 95% confidence interval."""
+
+    value: float
+    low: float
+    high: float
+
+
+def _interval_estimates(score_dict: dict[str, np.ndarray], func: Any, reps: int, seed: int) -> tuple[dict, dict]:
+    library, _ = _rliable()
+    with warnings.catch_warnings():  # arch warns that rliable passes a RandomState the old way
+        warnings.simplefilter("ignore", FutureWarning)
+        return library.get_interval_estimates(score_dict, func, reps=reps, confidence_interval_size=0.95,
+                                              random_state=np.random.RandomState(seed))
+
+
+def mean_and_iqm(scores: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) -> dict[str, dict[str, Estimate]]:
+    """For each name, ``{"mean": Estimate, "iqm": Estimate}`` of its scores (one per run/seed)."""
+    _, metrics = _rliable()
+
+    def func(s: np.ndarray) -> np.ndarray:
+        return np.array([metrics.aggregate_mean(s), metrics.aggregate_iqm(s)])
+
+    data = {k: np.asarray(v, dtype=float).reshape(-1, 1) for k, v in scores.items() if len(v)}
+    if not data:
+        return {}
+    points, intervals = _interval_estimates(data, func, reps, seed)
+    return {k: {name: Estimate(float(points[k][i]), float(intervals[k][0][i]), float(intervals[k][1][i]))
+                for i, name in enumerate(("mean", "iqm"))}
+            for k in data}
+
+
+def iqm_per_point(scores: np.ndarray) -> np.ndarray:
+    """IQM over runs (and tasks) at each point of ``scores`` shaped ``(runs, tasks, points)``."""
+    import scipy.stats
+
+    return scipy.stats.trim_mean(scores.reshape(-1, scores.shape[-1]), proportiontocut=0.25, axis=0)
+
+
+@dataclass
+class Curve:
+    """IQM and its 95% CI at each evaluation step; ``runs`` is how many runs reached each step."""
+
+    steps: np.ndarray
+    iqm: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    runs: np.ndarray
+
+
+def align(evals: list[list[tuple[int, float]]]) -> tuple[np.ndarray, np.ndarray]:
+    """Put each run's evaluations on one grid of env steps (that of the run with the most points).
+
+    Runs that evaluated at other steps (variable episode lengths) are linearly interpolated; a run
+    has no value (NaN) outside the steps it covered, so a shorter run never stretches its last value.
+    """
+    evals = [sorted(e) for e in evals if e]
+    if not evals:
+        return np.zeros(0), np.zeros((0, 0))
+    grid = np.array([s for s, _ in max(evals, key=len)], dtype=float)
+    matrix = np.full((len(evals), len(grid)), np.nan)
+    for i, run in enumerate(evals):
+        xs = np.array([s for s, _ in run], dtype=float)
+        ys = np.array([v for _, v in run], dtype=float)
+        inside = (grid >= xs[0]) & (grid <= xs[-1])
+        matrix[i, inside] = np.interp(grid[inside], xs, ys)
+    return grid, matrix
+
+
+def learning_curve(evals: list[list[tuple[int, float]]], reps: int = 1000, seed: int = 0) -> Curve | None:
+    """IQM over runs with stratified-bootstrap 95% CIs at each evaluation step.
+
+    Steps are bootstrapped in blocks that the same runs reached (normally one block: all runs,
+    all steps), so one rliable call covers a whole sweep's curve.
+    """
+    grid, matrix = align(evals)
+    if grid.size == 0:
+        return None
+    covered = ~np.isnan(matrix)
+    iqm, low, high = (np.full(grid.size, np.nan) for _ in range(3))
+    start = 0
+    while start < grid.size:
+        end = start
+        while end < grid.size and (covered[:, end] == covered[:, start]).all():
+            end += 1
+        rows = covered[:, start]
+        block = matrix[rows][:, start:end].reshape(int(rows.sum()), 1, end - start)
+        points, intervals = _interval_estimates({"c": block}, iqm_per_point, reps, seed)
+        iqm[start:end], low[start:end], high[start:end] = points["c"], intervals["c"][0], intervals["c"][1]
+        start = end
+    return Curve(steps=grid, iqm=iqm, low=low, high=high, runs=covered.sum(axis=0))
