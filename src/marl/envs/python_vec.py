@@ -357,7 +357,9 @@ class PythonVecEnv:
         try:
             status, payload = conn.recv()
         except (EOFError, OSError) as e:
-            raise RuntimeError(f"env worker {w} (envs {lo}..{hi - 1}) died (exit code {proc.exitcode})") from e
+            proc.join(timeout=1)
+            raise RuntimeError(f"env worker {w} (envs {lo}..{hi - 1}) died (exit code {proc.exitcode}); its "
+                               "traceback, if any, is on stderr") from e
         if status == "error":
             exc, text = payload
             if isinstance(exc, ConfigError):
