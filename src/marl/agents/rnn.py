@@ -1,8 +1,8 @@
 """PyMARL's recurrent agent: Linear-ReLU, GRU, Linear.
 
-The learner unrolls whole padded sequences in one call (:mod:`marl.agents.fast_gru`, the same
-maths as PyMARL's ``GRUCell`` with a hand-written backward); acting is the same call over a
-sequence of length one, so both paths share one set of weights and the same arithmetic.
+The GRU is an ``nn.GRU`` rather than PyMARL's ``GRUCell`` so that the learner unrolls whole
+padded sequences in one call; acting is the same module over a sequence of length one, so both
+paths share one set of weights and the same arithmetic.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from marl.agents import AgentConfig
-from marl.agents.fast_gru import gru_sequence
 from marl.registry import AGENTS
 
 
@@ -37,8 +36,8 @@ class RNNAgent(nn.Module):
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """inputs [T, N, input_dim], hidden [N, H] -> (q [T, N, n_actions], hidden [N, H])."""
         x = torch.relu(self.fc1(inputs))
-        out, h = gru_sequence(x, hidden, self.rnn)
-        return self.fc2(out), h
+        out, h = self.rnn(x, hidden.unsqueeze(0))
+        return self.fc2(out), h.squeeze(0)
 
 
 @AGENTS.register("rnn", config=RNNAgentConfig)

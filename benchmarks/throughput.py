@@ -1,0 +1,209 @@
+"""Throughput benchmark: is training limited by the environment and the update, or by overhead?
+
+    python benchmarks/throughput.py                       # all tasks, 3 repetitions, medians
+    python benchmarks/throughput.py --tasks climbing,lbf --reps 5
+
+For each task, with PyMARL's default QMIX settings (one gradient step of 32 episodes per
+collected episode), in a fresh process per task:
+
+- raw env steps/s: the env alone, random valid actions, the same batching;
+- acting steps/s: policy + env + episode staging + buffer writes, no learning;
+- training steps/s: the full loop (acting + one update per finished episode), buffer warm;
+- updates/s and ms/update: the learner alone on batches from that buffer;
+- phase split per env step (env / policy+buffer / learning), and peak resident memory.
+
+Then the learner microbenchmark of issue "Fast training": batch 32 episodes x 50 steps, 2
+agents, GRU 64, QMIX, double Q, target pass included, on one thread, against the step-by-step
+reference kept in tests/reference_learner.py. Medians of ``--reps`` runs; the machines are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TASKS: dict[str, list[str]] = {
+    "two_step": ["env=two_step", "num_envs=64"],
+    "climbing": ["env=climbing", "num_envs=64"],
+    "lbf": ["env=lbf", "env.key=Foraging-8x8-2p-2f-coop-v3", "num_envs=8"],
+    "mpe": ["env=mpe", "env.scenario=simple_spread", "num_envs=8"],
+    "smax": ["env=smax", "env.map=3m", "num_envs=64"],
+    "vmas": ["env=vmas", "env.scenario=balance", "num_envs=64"],
+}
+
+
+def _rate(fn, min_seconds: float) -> float:
+    """Calls ``fn`` (returning env steps done) until ``min_seconds`` pass; returns steps/s."""
+    steps, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < min_seconds or steps == 0:
+        steps += fn()
+    return steps / elapsed
+
+
+def worker(task: str, reps: int, seconds: float) -> dict[str, float]:
+    """Measure one task in this process (so peak memory is the task's own)."""
+    import torch
+
+    from marl.config import compose
+    from marl.experiment import Experiment
+    from marl.policy import select_actions
+
+    torch.set_num_threads(1)
+    run_dir = Path("/tmp") / f"marl-bench-{task}"
+    import shutil
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cfg = compose([*TASKS[task], f"run_dir={run_dir}", "logger.wandb.mode=disabled", "logger.console=false",
+                   "t_max=100000000", "eval.interval=100000000", "checkpoint.interval=100000000"])
+    exp = Experiment(cfg)
+    env, runner, B = exp.env, exp.runner, cfg.num_envs
+    gen = torch.Generator().manual_seed(0)
+    results: dict[str, list[float]] = {k: [] for k in ("raw", "acting", "training", "updates")}
+
+    def raw_step() -> int:
+        ts = raw_step.ts
+        dummy_q = torch.zeros(ts.avail.shape)
+        nxt = env.step(select_actions(dummy_q, ts.avail, 1.0, gen))
+        done = nxt.done
+        raw_step.t += 1
+        if done.any():
+            nxt = env.reset(done)
+        raw_step.ts = nxt
+        return B
+
+    def acting_step() -> int:
+        res = runner.step(epsilon=1.0)
+        if res.episodes is not None:
+            exp.buffer.insert(res.episodes)
+        return B
+
+    def training_step() -> int:
+        before = exp.clock.env_steps
+        exp._collect_and_learn()
+        return exp.clock.env_steps - before
+
+    batch_size = cfg.learner.batch_size
+    for _ in range(reps):
+        raw_step.ts, raw_step.t = env.reset(), 0
+        results["raw"].append(_rate(raw_step, seconds))
+        runner.reset()
+        results["acting"].append(_rate(acting_step, seconds))
+        while not exp.buffer.can_sample(batch_size):
+            acting_step()
+        runner.reset()
+        results["training"].append(_rate(training_step, seconds))
+
+        def update() -> int:
+            exp.learner.update(exp.buffer.sample(batch_size, exp.generators["sample"]))
+            return 1
+
+        results["updates"].append(_rate(update, seconds))
+    med = {k: statistics.median(v) for k, v in results.items()}
+    lengths = exp.buffer.lengths[: exp.buffer.size].float()
+    med["episode_len"] = float(lengths.mean())
+    med["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    med["num_envs"] = B
+    exp.env.close()
+    exp.eval_env.close()
+    return med
+
+
+def learner_micro(reps: int) -> dict[str, float]:
+    import torch
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from reference_learner import reference_loss
+
+    from marl.buffers import allocate
+    from marl.config import compose
+    from marl.envs.base import EnvSpec
+    from marl.learner import Learner
+    from marl.policy import Policy
+    from marl.registry import MIXERS
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    spec = EnvSpec(n_agents=2, obs_dim=30, state_dim=60, n_actions=6, episode_limit=50)
+    cfg = compose(["run_dir=/tmp/marl-bench-learner"])
+    learner = Learner(Policy(spec, cfg.agent), MIXERS.build(cfg.mixer, n_agents=2, state_dim=60), cfg.learner,
+                      torch.device("cpu"))
+    batch = allocate(spec, 32)
+    batch["obs"].normal_()
+    batch["state"].normal_()
+    batch["avail"][:] = True
+    batch["filled"][:] = True
+    batch["actions"].random_(0, 6)
+    batch["reward"].normal_()
+
+    def reference_update() -> None:
+        loss = reference_loss(learner, batch)
+        learner.optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(learner.params, 10.0)
+        learner.optimizer.step()
+
+    out = {}
+    for name, fn in (("sequence", lambda: learner.update(batch)), ("reference", reference_update)):
+        fn()
+        times = []
+        for _ in range(max(reps, 3) * 5):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        out[name] = 1000 * statistics.median(times)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each timed phase")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--learner", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.reps, args.seconds)))
+        return
+    if args.learner:
+        print(json.dumps(learner_micro(args.reps)))
+        return
+
+    header = ("task", "B", "ep len", "raw env/s", "acting/s", "training/s", "train/raw", "updates/s",
+              "ms/update", "env us/step", "act us/step", "learn us/step", "peak MB")
+    rows = []
+    for task in args.tasks.split(","):
+        proc = subprocess.run([sys.executable, __file__, "--worker", task, "--reps", str(args.reps), "--seconds",
+                               str(args.seconds)], capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode != 0:
+            reason = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"
+            rows.append((task, "-", "-", f"unavailable: {reason[:60]}", *["-"] * (len(header) - 4)))
+            continue
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        env_us, act_us, train_us = 1e6 / r["raw"], 1e6 / r["acting"], 1e6 / r["training"]
+        rows.append((task, int(r["num_envs"]), f"{r['episode_len']:.1f}", f"{r['raw']:,.0f}", f"{r['acting']:,.0f}",
+                     f"{r['training']:,.0f}", f"{r['training'] / r['raw']:.0%}", f"{r['updates']:.0f}",
+                     f"{1000 / r['updates']:.1f}", f"{env_us:.1f}", f"{act_us - env_us:.1f}",
+                     f"{train_us - act_us:.1f}", f"{r['peak_mb']:.0f}"))
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(str(c) for c in row) + " |")
+    proc = subprocess.run([sys.executable, __file__, "--learner", "--reps", str(args.reps)], capture_output=True,
+                          text=True, cwd=ROOT, check=True)
+    m = json.loads(proc.stdout.strip().splitlines()[-1])
+    print("\nLearner update, batch 32 x 50 steps, 2 agents, GRU 64, QMIX, double Q, target pass, 1 thread:")
+    print(f"  sequence learner {m['sequence']:.1f} ms | step-by-step reference {m['reference']:.1f} ms | "
+          f"speed-up {m['reference'] / m['sequence']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
