@@ -67,6 +67,8 @@ class ConsoleSink:
         self.last_eval: float | None = None
 
     def write(self, record: dict[str, Any]) -> None:
+        if record.get("final"):
+            return  # the end-of-run marker repeats the last line
         if self.first is None:
             self.first = record
         if "eval/return_mean" in record:
