@@ -91,8 +91,10 @@ def derive_seeds(seed: int, n: int, stream: str) -> list[int]:
     Derived from the run's root seed with numpy's SeedSequence (DESIGN.md invariant 5), so that
     train and eval envs never share a seed and each copy differs.
     """
+    import zlib
+
     import numpy as np
 
-    key = int.from_bytes(stream.encode(), "little") % (2**32)
+    key = zlib.crc32(stream.encode())  # the whole name counts: "python-a" != "python-b"
     children = np.random.SeedSequence([seed, key]).spawn(n)
     return [int(c.generate_state(1)[0]) for c in children]
