@@ -220,7 +220,7 @@ def test_smax_reset_mask_touches_only_masked_rows():
     after = env.reset(mask)
     assert torch.equal(after.obs[~mask], ts.obs[~mask]) and torch.equal(after.state[~mask], ts.state[~mask])
     assert not torch.allclose(after.state[mask], ts.state[mask])
-    steps = torch.from_numpy(np.asarray(env._state.state.step))
+    steps = torch.tensor(np.asarray(env._state.state.step))
     assert (steps[mask] == 0).all() and (steps[~mask] == 4).all()
     # Per-env PRNG keys: the other battles go on exactly as in an env that was never reset.
     for _ in range(3):

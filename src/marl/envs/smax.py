@@ -53,7 +53,8 @@ class SmaxConfig(ComponentConfig):
     heuristic enemies pick targets (closest | random). ``enemy_shoots``: false gives harmless enemies
     (a debugging aid). ``see_enemy_actions``: whether observations include the enemies' last
     actions. ``walls_cause_death``: units touching the map edge die. ``won_battle_bonus``: reward
-    added on a win.
+    added on a win. ``normalize_state``: scale the state's unit positions by the map size and unit
+    type ids into [0, 1] (false: SMAX's raw ``world_state``, positions up to 32).
     """
 
     name: str = "smax"
@@ -64,6 +65,7 @@ class SmaxConfig(ComponentConfig):
     see_enemy_actions: bool = True
     walls_cause_death: bool = True
     won_battle_bonus: float = 1.0
+    normalize_state: bool = True
 
 
 @dataclass
@@ -94,7 +96,8 @@ def _compile(cfg: Any) -> _Compiled:
     from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO, map_name_to_scenario
 
     key = (str(cfg.map), str(cfg.attack_mode), bool(cfg.enemy_shoots),
-           bool(cfg.see_enemy_actions), bool(cfg.walls_cause_death), float(cfg.won_battle_bonus))
+           bool(cfg.see_enemy_actions), bool(cfg.walls_cause_death), float(cfg.won_battle_bonus),
+           bool(cfg.normalize_state))
     if key in _CACHE:
         return _CACHE[key]
     if cfg.map not in MAP_NAME_TO_SCENARIO:
@@ -111,10 +114,20 @@ def _compile(cfg: Any) -> _Compiled:
     )
     agents, n_allies = env.agents, env.num_allies
 
+    # world_state = per unit [health fraction, x, y, weapon cooldown (s), type one-hot], then every
+    # unit's team and type id. Positions (0..32) and type ids (0..5) are the only features far
+    # outside [0, 1]; normalize_state scales them by the map size and the largest type id.
+    n_units, n_feat = env.num_allies + env.num_enemies, len(env.own_features)
+    unit_scale = [1.0, 1.0 / env.map_width, 1.0 / env.map_height] + [1.0] * (n_feat - 3)
+    state_scale = jnp.asarray(unit_scale * n_units + [1.0] * n_units + [1.0 / (env.unit_type_bits - 1)] * n_units,
+                              dtype=jnp.float32)
+    normalize = bool(cfg.normalize_state)
+
     def observe(state: Any) -> tuple[Any, Any, Any]:
         obs = env.get_obs(state)
         avail = env.get_avail_actions(state)
-        return (jnp.stack([obs[a] for a in agents]), env.get_world_state(state),
+        world = env.get_world_state(state)
+        return (jnp.stack([obs[a] for a in agents]), world * state_scale if normalize else world,
                 jnp.stack([avail[a] for a in agents]).astype(jnp.bool_))
 
     def reset_one(key: Any, mask: Any, state: Any) -> tuple[Any, Any]:
