@@ -1,12 +1,13 @@
 """The natively batched adapters, VMAS and SMAX, against the real packages.
 
-SMAX compiles once per map and batch size per process, so every SMAX test here uses B=8 on 3m
+They need the extras (`pip install -e .[vmas,smax]`, part of `.[all]` in CI) and fail, not skip,
+without them: the failure is a ConfigError that names the install command. SMAX compiles once
+per map and batch size per process, so every SMAX test here uses B=8 on 3m
 (the training runs too: num_envs=8, eval.num_envs=8) and the other maps one small batch each.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 
 import numpy as np
@@ -21,9 +22,6 @@ from marl.experiment import run
 from marl.policy import select_actions
 
 B = 8
-HAS_JAX = all(importlib.util.find_spec(m) is not None for m in ("jax", "jaxmarl"))
-needs_vmas = pytest.mark.skipif(importlib.util.find_spec("vmas") is None, reason="pip install -e .[vmas]")
-needs_smax = pytest.mark.skipif(not HAS_JAX, reason="pip install -e .[smax]")
 
 
 def random_actions(ts: TimeStep, gen: torch.Generator) -> torch.Tensor:
@@ -53,7 +51,6 @@ def vmas_env(scenario: str = "balance", n: int = B, seed: int = 0, **kw):
     return make_vmas(OmegaConf.structured(VmasConfig(scenario=scenario, **kw)), num_envs=n, seed=seed)
 
 
-@needs_vmas
 @pytest.mark.parametrize("scenario, n_agents", [("balance", 4), ("navigation", 3), ("transport", 4)])
 def test_vmas_shapes_dtypes_and_no_masks(scenario, n_agents):
     env = vmas_env(scenario)
@@ -70,7 +67,6 @@ def test_vmas_shapes_dtypes_and_no_masks(scenario, n_agents):
         torch.testing.assert_close(ts.state, ts.obs.reshape(B, -1))
 
 
-@needs_vmas
 def test_vmas_reset_mask_touches_only_masked_rows():
     env, ref = vmas_env(seed=3), vmas_env(seed=3)
     gen = torch.Generator().manual_seed(0)
@@ -106,7 +102,6 @@ def rollout(env, steps: int, seed: int = 0) -> torch.Tensor:
     return torch.stack(out)
 
 
-@needs_vmas
 def test_vmas_same_seed_repeats_and_seeds_differ():
     a, b, c = vmas_env(seed=7), vmas_env(seed=7), vmas_env(seed=8)
     # Interleave another VMAS env between a and b: VMAS's RNG slot is shared by all its envs,
@@ -120,7 +115,6 @@ def test_vmas_same_seed_repeats_and_seeds_differ():
     assert not torch.allclose(first[0], first[1]), "env copies in one batch must differ"
 
 
-@needs_vmas
 def test_vmas_terminated_truncated_split():
     max_steps = 40
     env = vmas_env("balance", n=16, seed=0, max_steps=max_steps)
@@ -143,7 +137,6 @@ def test_vmas_terminated_truncated_split():
     assert seen_term > 0 and seen_trunc > 0, (seen_term, seen_trunc)
 
 
-@needs_vmas
 def test_vmas_team_reward_mean_or_sum():
     mean_env, sum_env = vmas_env("navigation", seed=1), vmas_env("navigation", seed=1, team_reward="sum")
     gen = torch.Generator().manual_seed(0)
@@ -156,7 +149,6 @@ def test_vmas_team_reward_mean_or_sum():
     assert ts.reward.abs().sum() > 0
 
 
-@needs_vmas
 def test_vmas_bad_config_names_the_key():
     with pytest.raises(ConfigError, match="env.scenario='nope'"):
         vmas_env("nope")
@@ -180,7 +172,6 @@ def focus_fire(avail: torch.Tensor) -> torch.Tensor:
     return torch.where(avail.gather(-1, a.unsqueeze(-1)).squeeze(-1), a, torch.full_like(a, 4))
 
 
-@needs_smax
 def test_smax_shapes_dtypes_and_masks_respected():
     env = smax_env()
     spec = env.spec
@@ -207,7 +198,6 @@ def test_smax_shapes_dtypes_and_masks_respected():
     assert chosen_attack > 0, "attacks became available during battles and were sampled"
 
 
-@needs_smax
 def test_smax_reset_mask_touches_only_masked_rows():
     env, ref = smax_env(seed=5), smax_env(seed=5)
     ts = env.reset()
@@ -229,7 +219,6 @@ def test_smax_reset_mask_touches_only_masked_rows():
         assert torch.equal(after.state[~mask], ts_ref.state[~mask])
 
 
-@needs_smax
 def test_smax_same_seed_repeats_and_seeds_differ():
     ra, rb = rollout(smax_env(seed=11), 25), rollout(smax_env(seed=11), 25)
     assert torch.equal(ra, rb)
@@ -238,7 +227,6 @@ def test_smax_same_seed_repeats_and_seeds_differ():
     assert not torch.allclose(ra[0, 0], ra[0, 1]), "env copies in one batch must differ"
 
 
-@needs_smax
 def test_smax_episode_ends_terminated_truncated_and_battle_won():
     # The time limit: max_steps=3 shares the compiled step (the limit is a traced argument).
     env = smax_env(max_steps=3)
@@ -262,7 +250,6 @@ def test_smax_episode_ends_terminated_truncated_and_battle_won():
     assert wins > 0 and losses > 0, (wins, losses)
 
 
-@needs_smax
 def test_smax_state_dict_continues_bitwise_and_dlpack_shares_memory():
     from marl.envs.smax import _torch
 
@@ -289,7 +276,6 @@ def test_smax_state_dict_continues_bitwise_and_dlpack_shares_memory():
     assert _torch(x).data_ptr() == x.unsafe_buffer_pointer()
 
 
-@needs_smax
 @pytest.mark.parametrize("map_name, n_agents, n_actions", [("2s3z", 5, 10), ("5m_vs_6m", 5, 11)])
 def test_smax_other_maps(map_name, n_agents, n_actions):
     env = smax_env(map_name, n=4)
@@ -303,7 +289,6 @@ def test_smax_other_maps(map_name, n_agents, n_actions):
         check_timestep(ts, env.spec, 4)
 
 
-@needs_smax
 def test_smax_bad_map_is_a_config_error():
     with pytest.raises(ConfigError, match="env.map='4m'"):
         smax_env("4m")
@@ -321,8 +306,7 @@ SHORT = ("mixer=qmix", "t_max=400", f"num_envs={B}", f"eval.num_envs={B}", f"eva
          "eval.interval=200", "logger.interval=100", "learner.batch_size=4", "buffer.capacity=64")
 
 
-@pytest.mark.parametrize("env_args", [pytest.param(("env=vmas", "env.max_steps=25"), marks=needs_vmas),
-                                      pytest.param(("env=smax",), marks=needs_smax)])
+@pytest.mark.parametrize("env_args", [("env=vmas", "env.max_steps=25"), ("env=smax",)])
 def test_qmix_trains_and_evaluates(tmp_path, env_args):
     final = run(run_config(tmp_path, *env_args, *SHORT))
     rows = read_metrics(tmp_path)
