@@ -42,6 +42,9 @@ def check_capabilities(cfg: DictConfig, spec: EnvSpec, mixer: Any) -> None:
     if getattr(mixer, "needs_state", False) and spec.state_dim == 0:
         raise ConfigError(f"mixer.name={cfg.mixer.name!r} mixes with the global state, but env.name="
                           f"{cfg.env.name!r} has none: choose mixer=vdn or mixer=none, or give the env a state")
+    if getattr(mixer, "needs_state", False) and not spec.has_state:
+        print(f"Note: env.name={cfg.env.name!r} has no global state of its own; mixer.name={cfg.mixer.name!r} "
+              "mixes on the concatenation of the agents' observations (as EPyMARL does).", file=sys.stderr)
     if not spec.shared_reward:
         raise ConfigError(f"env.name={cfg.env.name!r} gives each agent its own reward; the value-decomposition "
                           "learners need one team reward: set the env's team-reward option")

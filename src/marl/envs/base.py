@@ -33,9 +33,9 @@ class EnvSpec:
     """Static facts about a task, read by the components before the first step.
 
     ``has_state`` is False when the task has no global state of its own (``state`` is then the
-    concatenation of observations, as EPyMARL does, and QMIX says so at start-up unless the env
-    config allows it). ``shared_reward`` is False when agents have individual rewards that the
-    adapter summed into a team reward.
+    concatenation of observations, as EPyMARL does, and QMIX says so at start-up).
+    ``shared_reward`` is True when the env hands out one team reward, its own or the adapter's
+    aggregate of per-agent rewards (``env.team_reward``); the value-decomposition learners need it.
     """
 
     n_agents: int
