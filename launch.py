@@ -51,7 +51,10 @@ def name_runs_by_swept_keys(args: list[str]) -> list[str]:
             fixed.append(key.lstrip("+~"))
     if not fixed:
         return args
-    return [*args, f"hydra.job.config.override_dirname.exclude_keys=[{','.join(fixed)}]"]
+    # Next to the other overrides: argparse refuses overrides on both sides of an option.
+    first = next(i for i, a in enumerate(args) if "=" in a and not a.startswith("-"))
+    exclude = f"hydra.job.config.override_dirname.exclude_keys=[{','.join(fixed)}]"
+    return [*args[:first], exclude, *args[first:]]
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
