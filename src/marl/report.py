@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from marl.report_runs import Run, describe, find_runs
+from marl.report_runs import Run, describe, env_labels, find_runs, flatten, group_labels
 from marl.report_stats import Curve, Estimate, learning_curve, mean_and_iqm
 
 METRIC = "eval/return_mean"
@@ -71,56 +71,6 @@ class Comparison:
     incomplete: list[Run]
     missing: list[str]
     metric: str = METRIC
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Dotted keys (``mixer.name``) to leaf values."""
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for k, v in tree.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: tree}
-
-
-def differing_keys(configs: Sequence[dict[str, Any]]) -> list[str]:
-    """Dotted keys whose values are not the same in all ``configs`` (in config order)."""
-    flats = [flatten(c) for c in configs]
-    keys = list(dict.fromkeys(k for f in flats for k in f))
-    return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1]
-
-
-def group_labels(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Readable names for experiments: the mixer, then what else differs between them.
-
-    Keys inside the ``mixer`` subtree are shown only where two experiments share a mixer name (a
-    mixer's own defaults differ from another mixer's without being a choice anyone made).
-    """
-    diff = differing_keys(list(configs.values()))
-    mixers = {k: str(flatten(c).get("mixer.name", "?")) for k, c in configs.items()}
-    shared = {m for m in mixers.values() if list(mixers.values()).count(m) > 1}
-    labels = {}
-    for key, cfg in configs.items():
-        flat = flatten(cfg)
-        extra = [f"{k}={flat.get(k)}" for k in diff if k != "mixer.name"
-                 and (not k.startswith("mixer.") or mixers[key] in shared)]
-        labels[key] = mixers[key] + (f" ({', '.join(extra)})" if extra else "")
-    seen: dict[str, int] = {}
-    for label in labels.values():
-        seen[label] = seen.get(label, 0) + 1
-    return {k: (f"{v} #{k}" if seen[v] > 1 else v) for k, v in labels.items()}
-
-
-def env_labels(envs: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """``env.name``, plus the env settings that differ when two tables share a name."""
-    names = {k: str((v or {}).get("name", "env")) for k, v in envs.items()}
-    labels = {}
-    for key, name in names.items():
-        same = [envs[k] for k, n in names.items() if n == name]
-        diff = [d for d in differing_keys(same) if d != "name"] if len(same) > 1 else []
-        flat = flatten(envs[key] or {})
-        labels[key] = name + (f" ({', '.join(f'{d}={flat.get(d)}' for d in diff)})" if diff else "")
-    return labels
 
 
 def _wandb_group(run: Run) -> str:

@@ -14,11 +14,11 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from omegaconf import OmegaConf
 
-from marl.wandb_naming import OVERRIDES_FILE, experiment_config, experiment_key, to_plain
+from marl.wandb_naming import OVERRIDES_FILE, experiment_key, to_plain
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -166,9 +166,13 @@ def find_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
     missing = []
     for sweep in sorted(set(sweeps)):
         found = {_canonical(ov) for d in run_dirs if d.is_relative_to(sweep) and (ov := _overrides(d)) is not None}
-        for job in expected_jobs(sweep):
+        jobs = expected_jobs(sweep)
+        swept = [i for i in range(len(jobs[0]))
+                 if len({job[i] for job in jobs}) > 1] if jobs else []
+        for job in jobs:
             if _canonical(job) not in found:
-                missing.append(f"{sweep}: {','.join(job)} (no run folder: not started yet, or lost)")
+                name = ",".join(job[i] for i in swept) or ",".join(job)
+                missing.append(f"{sweep}: {name} (no run folder: not started yet, or lost)")
     return runs, missing
 
 
@@ -180,4 +184,52 @@ def describe(run: Run) -> str:
     return f"{run.path} ({mixer}, seed {run.seed})"
 
 
-__all__ = ["Run", "find_runs", "load_run", "read_records", "expected_jobs", "describe", "experiment_config"]
+# --- readable names of experiments and envs ----------------------------------------------------
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys (``mixer.name``) to leaf values."""
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def differing_keys(configs: Sequence[dict[str, Any]]) -> list[str]:
+    """Dotted keys whose values are not the same in all ``configs`` (in config order)."""
+    flats = [flatten(c) for c in configs]
+    keys = list(dict.fromkeys(k for f in flats for k in f))
+    return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1]
+
+
+def group_labels(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Readable names for experiments: the mixer, then what else differs between them.
+
+    Keys inside the ``mixer`` subtree are shown only where two experiments share a mixer name (a
+    mixer's own defaults differ from another mixer's without being a choice anyone made).
+    """
+    diff = differing_keys(list(configs.values()))
+    mixers = {k: str(flatten(c).get("mixer.name", "?")) for k, c in configs.items()}
+    shared = {m for m in mixers.values() if list(mixers.values()).count(m) > 1}
+    labels = {}
+    for key, cfg in configs.items():
+        flat = flatten(cfg)
+        extra = [f"{k}={flat.get(k)}" for k in diff if k != "mixer.name"
+                 and (not k.startswith("mixer.") or mixers[key] in shared)]
+        labels[key] = mixers[key] + (f" ({', '.join(extra)})" if extra else "")
+    seen: dict[str, int] = {}
+    for label in labels.values():
+        seen[label] = seen.get(label, 0) + 1
+    return {k: (f"{v} #{k}" if seen[v] > 1 else v) for k, v in labels.items()}
+
+
+def env_labels(envs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """``env.name``, plus the env settings that differ when two tables share a name."""
+    names = {k: str((v or {}).get("name", "env")) for k, v in envs.items()}
+    labels = {}
+    for key, name in names.items():
+        same = [envs[k] for k, n in names.items() if n == name]
+        diff = [d for d in differing_keys(same) if d != "name"] if len(same) > 1 else []
+        flat = flatten(envs[key] or {})
+        labels[key] = name + (f" ({', '.join(f'{d}={flat.get(d)}' for d in diff)})" if diff else "")
+    return labels

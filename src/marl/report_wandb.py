@@ -1,8 +1,10 @@
 """Publish a comparison as a W&B Report (``python -m marl.report ... --wandb``), via ``wandb-workspaces``.
 
-The report holds the markdown tables of :mod:`marl.report` and, per env, a panel of the runs of
-the compared W&B groups, grouped by ``config.mixer.name``, plotting ``eval/return_mean`` against
-``env_steps``. It needs W&B online (an API key and network) and runs that are uploaded: offline
+The report holds the markdown tables of :mod:`marl.report` and, per env, a panel of the compared
+runs (selected by their W&B run ids, from ``wandb_id.txt`` in each run folder), grouped by
+``config.mixer.name``, plotting ``eval/return_mean`` against ``env_steps``. (Selecting by group
+name would be as good, but wandb-workspaces 0.4 turns a ``=`` inside a filter's string value into
+``==``, and group names hold ``key=value`` overrides.) It needs W&B online (an API key and network) and runs that are uploaded: offline
 runs are listed with the ``wandb sync`` command that uploads them, and nothing is published.
 """
 
@@ -12,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from marl.logger import wandb_mode
+from marl.logger import WANDB_ID_FILE, wandb_mode
 from marl.report import Comparison, to_markdown
 
 GROUP_BY = "config.mixer.name"
@@ -30,16 +32,21 @@ def unsynced_offline_runs(comp: Comparison) -> list[Path]:
     return found
 
 
+def wandb_run_id(run_dir: Path) -> str | None:
+    """The W&B run id that the run in ``run_dir`` logged to (None if it did not use W&B)."""
+    path = run_dir / WANDB_ID_FILE
+    return path.read_text().strip() if path.is_file() else None
+
+
 def build_report(comp: Comparison, entity: str, project: str, title: str) -> Any:
     """The ``wandb_workspaces`` Report object (not saved). Building it needs no network."""
     import wandb_workspaces.reports.v2 as wr
-    from wandb_workspaces import expr
 
     blocks: list[Any] = [wr.MarkdownBlock(to_markdown(comp))]
     for table in comp.tables:
-        groups = sorted({row.wandb_group for row in table.rows})
+        ids = sorted(run_id for row in table.rows for run in row.runs if (run_id := wandb_run_id(run.path)))
         runset = wr.Runset(entity=entity, project=project, name=table.label,
-                           filters=[expr.Metric("Group").isin(groups)], groupby=[GROUP_BY])
+                           filters=f"Metric('ID') in {ids!r}", groupby=[GROUP_BY])
         plot = wr.LinePlot(title=f"{table.label}: {comp.metric}", x="env_steps", y=[comp.metric],
                            groupby_aggfunc="mean", groupby_rangefunc="stderr")
         blocks += [wr.H2(table.label), wr.PanelGrid(runsets=[runset], panels=[plot])]
