@@ -1,8 +1,8 @@
 """PyMARL's recurrent agent: Linear-ReLU, GRU, Linear.
 
 The GRU is an ``nn.GRU`` rather than PyMARL's ``GRUCell`` so that the learner unrolls whole
-padded sequences in one call; acting is the same module over a sequence of length one, so both
-paths share one set of weights and the same arithmetic.
+padded sequences in one call; acting runs one step of the same weights through ``gru_cell``
+(the same maths; tests/test_learner_reference.py checks the two paths agree).
 """
 
 from __future__ import annotations
@@ -36,6 +36,10 @@ class RNNAgent(nn.Module):
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """inputs [T, N, input_dim], hidden [N, H] -> (q [T, N, n_actions], hidden [N, H])."""
         x = torch.relu(self.fc1(inputs))
+        if x.shape[0] == 1:  # acting: the same cell maths without nn.GRU's per-call set-up
+            rnn = self.rnn
+            h = torch.gru_cell(x[0], hidden, rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
+            return self.fc2(h).unsqueeze(0), h
         out, h = self.rnn(x, hidden.unsqueeze(0))
         return self.fc2(out), h.squeeze(0)
 
