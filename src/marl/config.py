@@ -183,6 +183,18 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.seed >= 0, "seed", cfg.seed, "must be a non-negative integer")
 
 
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys (``mixer.name``) to leaf values; typed values (enums) by their value."""
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(tree, list):
+        return {prefix[:-1]: [getattr(v, "value", v) for v in tree]}
+    return {prefix[:-1]: getattr(tree, "value", tree)}
+
+
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """Compose the config as ``launch.py`` would, without running Hydra's job machinery.
 

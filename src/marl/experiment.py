@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from marl import preemption
 from marl.checkpoint import CHECKPOINT_FILE, load, rng_state, save_atomic, seed_everything, set_rng_state
 from marl.clock import Clock, Every, LinearSchedule
-from marl.config import Unit, validate
+from marl.config import Unit, flatten, validate
 from marl.envs.base import EnvSpec, derive_seeds
 from marl.errors import ConfigError
 from marl.learner import Learner
@@ -236,8 +236,8 @@ def check_resumable(cfg: DictConfig, run_dir: Path) -> None:
     saved_file = run_dir / CONFIG_FILE
     if not saved_file.exists():
         return
-    old = _flatten(OmegaConf.to_container(OmegaConf.load(saved_file), resolve=False))
-    new = _flatten(OmegaConf.to_container(cfg, resolve=False))
+    old = flatten(OmegaConf.to_container(OmegaConf.load(saved_file), resolve=False))
+    new = flatten(OmegaConf.to_container(cfg, resolve=False))
     diffs = [f"{key}={old.get(key)!r} in the folder, {new.get(key)!r} now"
              for key in sorted(set(old) | set(new))
              if key.split(".")[0] not in RESUME_MAY_CHANGE and old.get(key) != new.get(key)]
@@ -245,18 +245,6 @@ def check_resumable(cfg: DictConfig, run_dir: Path) -> None:
         raise ConfigError(f"resume={str(run_dir)!r}: the run in this folder was configured differently ("
                           + "; ".join(diffs) + f"). Pass the same overrides as that run (see {saved_file}); "
                           f"only {', '.join(RESUME_MAY_CHANGE)} may change.")
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Dotted keys to leaf values; typed values (enums) by their value."""
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for k, v in tree.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    if isinstance(tree, list):
-        return {prefix[:-1]: [getattr(v, "value", v) for v in tree]}
-    return {prefix[:-1]: getattr(tree, "value", tree)}
 
 
 def run(cfg: DictConfig, sinks: list[Sink] | None = None) -> dict[str, float]:

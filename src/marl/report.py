@@ -25,7 +25,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from marl.report_runs import Run, describe, env_labels, find_runs, flatten, group_labels
+from marl.config import flatten
+from marl.report_runs import Run, describe, env_labels, find_runs, group_labels
 from marl.report_stats import Curve, Estimate, learning_curve, mean_and_iqm
 
 METRIC = "eval/return_mean"

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from omegaconf import OmegaConf
 
+from marl.config import flatten
 from marl.wandb_naming import OVERRIDES_FILE, experiment_key, to_plain
 
 CONFIG_FILE = "config.yaml"
@@ -185,16 +186,6 @@ def describe(run: Run) -> str:
 
 
 # --- readable names of experiments and envs ----------------------------------------------------
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Dotted keys (``mixer.name``) to leaf values."""
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for k, v in tree.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: tree}
-
-
 def differing_keys(configs: Sequence[dict[str, Any]]) -> list[str]:
     """Dotted keys whose values are not the same in all ``configs`` (in config order)."""
     flats = [flatten(c) for c in configs]
