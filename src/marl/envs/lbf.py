@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from marl.envs.gymnasium import GymMultiAgentEnv, to_plain
+from marl.envs.gymnasium import GymMultiAgentEnv, registered_spec, to_plain
 from marl.envs.python_vec import PythonEnvConfig, PythonVecEnv, Transition, build
 from marl.errors import ConfigError
 from marl.registry import ENVS
@@ -95,17 +95,9 @@ def _make_single(spec: Any, kwargs: dict[str, Any], time_limit: int, reward: str
 
 @ENVS.register("lbf", config=LBFConfig)
 def make_lbf(cfg: Any, num_envs: int, seed: int, device: Any = "cpu") -> PythonVecEnv:
-    try:
-        import gymnasium
-        import lbforaging  # noqa: F401
-    except ImportError as e:
-        raise ConfigError(f"env.name='lbf' needs lbforaging ({e}): pip install -e .[lbf]") from e
     key = str(cfg.key)
-    try:
-        spec = gymnasium.spec(key)  # looked up once: a lookup scans every registered id (~0.1 s)
-    except gymnasium.error.Error as e:
-        raise ConfigError(f"env.key={key!r} is not an lbforaging id ({e}); e.g. Foraging-8x8-2p-2f-coop-v3 or "
-                          "the partial view Foraging-2s-8x8-2p-2f-coop-v3") from e
+    spec = registered_spec("lbf", "lbforaging", key,
+                           "Foraging-8x8-2p-2f-coop-v3 or the partial view Foraging-2s-8x8-2p-2f-coop-v3")
     kwargs = to_plain(cfg.kwargs)
     if "max_episode_steps" in kwargs:
         raise ConfigError("env.kwargs.max_episode_steps is not allowed: set env.time_limit instead")

@@ -19,7 +19,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from marl.envs.gymnasium import GymMultiAgentEnv, to_plain
+from marl.envs.gymnasium import GymMultiAgentEnv, registered_spec, to_plain
 from marl.envs.python_vec import PythonEnvConfig, PythonVecEnv, build
 from marl.errors import ConfigError
 from marl.registry import ENVS
@@ -56,16 +56,8 @@ def _make_single(spec: Any, kwargs: dict[str, Any], time_limit: int, reward: str
 
 @ENVS.register("rware", config=RWAREConfig)
 def make_rware(cfg: Any, num_envs: int, seed: int, device: Any = "cpu") -> PythonVecEnv:
-    try:
-        import gymnasium
-        import rware  # noqa: F401
-    except ImportError as e:
-        raise ConfigError(f"env.name='rware' needs rware ({e}): pip install -e .[rware]") from e
     key = str(cfg.key)
-    try:
-        spec = gymnasium.spec(key)  # looked up once: a lookup scans every registered id (~0.1 s)
-    except gymnasium.error.Error as e:
-        raise ConfigError(f"env.key={key!r} is not an rware id ({e}); e.g. rware-tiny-2ag-v2") from e
+    spec = registered_spec("rware", "rware", key, "rware-tiny-2ag-v2")
     kwargs = to_plain(cfg.kwargs)
     if "max_steps" in kwargs or "max_episode_steps" in kwargs:
         raise ConfigError("env.kwargs.max_steps is not allowed: set env.time_limit instead")
