@@ -48,14 +48,15 @@ class QMixer(nn.Module):
         self.v = nn.Sequential(nn.Linear(state_dim, cfg.embed_dim), nn.ReLU(), nn.Linear(cfg.embed_dim, 1))
 
     def forward(self, agent_qs: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        # The per-sample products are [n_agents x embed] and [embed x 1]: far too small for
+        # bmm to pay off, so they are written as broadcast multiply-and-sum (same maths).
         lead = agent_qs.shape[:-1]
-        qs = agent_qs.reshape(-1, 1, self.n_agents)
+        qs = agent_qs.reshape(-1, self.n_agents, 1)
         s = state.reshape(-1, state.shape[-1])
         w1 = torch.abs(self.hyper_w1(s)).view(-1, self.n_agents, self.embed_dim)
-        b1 = self.hyper_b1(s).view(-1, 1, self.embed_dim)
-        hidden = F.elu(torch.bmm(qs, w1) + b1)
-        w2 = torch.abs(self.hyper_w2(s)).view(-1, self.embed_dim, 1)
-        q_tot = torch.bmm(hidden, w2) + self.v(s).view(-1, 1, 1)
+        hidden = F.elu((qs * w1).sum(dim=1) + self.hyper_b1(s))  # [N, embed]
+        w2 = torch.abs(self.hyper_w2(s))  # [N, embed]
+        q_tot = (hidden * w2).sum(dim=1, keepdim=True) + self.v(s)
         return q_tot.view(*lead, 1)
 
 
