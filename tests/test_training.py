@@ -1,5 +1,6 @@
 """End-to-end checks of the loop: runner episodes, units of time, determinism, local sweeps."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,9 @@ def test_same_seed_same_losses_and_different_seed_differs(tmp_path):
                 if "loss" in r]
 
     a, b, c = losses("a", 3), losses("b", 3), losses("c", 4)
+    seeds = [json.loads((tmp_path / name / "seeds.json").read_text()) for name in "abc"]
+    assert seeds[0] == seeds[1] != seeds[2]  # every RNG's seed is derived from the root and recorded
+    assert seeds[0]["root"] == 3 and seeds[0]["train_env"] != seeds[0]["eval_env"]
     assert len(a) >= 3
     assert a == b
     assert a != c

@@ -6,6 +6,7 @@ number of gradient steps per collected episode does not depend on ``num_envs``.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from marl.registry import BUFFERS, ENVS, MIXERS
 from marl.runner import Runner, evaluate
 
 CONFIG_FILE = "config.yaml"
+SEEDS_FILE = "seeds.json"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -66,7 +68,9 @@ class Experiment:
         seed_everything(cfg.seed)
         self.device = resolve_device(cfg.device)
         train_seed, eval_seed = derive_seeds(cfg.seed, 2, "envs")
-        self.seeds = {"root": cfg.seed, "train_env": train_seed, "eval_env": eval_seed}
+        self.seeds = {"root": cfg.seed, "train_env": train_seed, "eval_env": eval_seed,
+                      "act": cfg.seed + 1, "sample": cfg.seed + 2}
+        (self.run_dir / SEEDS_FILE).write_text(json.dumps(self.seeds, indent=1))  # every RNG, recorded
         self.env = ENVS.build(cfg.env, num_envs=cfg.num_envs, seed=train_seed)
         self.eval_env = ENVS.build(cfg.env, num_envs=min(cfg.eval.num_envs, cfg.eval.episodes), seed=eval_seed)
         spec = self.spec = self.env.spec
@@ -74,8 +78,8 @@ class Experiment:
         check_capabilities(cfg, spec, mixer)
         self.learner = Learner(Policy(spec, cfg.agent), mixer, cfg.learner, self.device)
         self.buffer = BUFFERS.build(cfg.buffer, spec=spec)
-        self.generators = {"act": torch.Generator(self.device).manual_seed(cfg.seed + 1),
-                           "sample": torch.Generator().manual_seed(cfg.seed + 2)}
+        self.generators = {"act": torch.Generator(self.device).manual_seed(self.seeds["act"]),
+                           "sample": torch.Generator().manual_seed(self.seeds["sample"])}
         self.runner = Runner(self.env, self.learner.policy, self.device, self.generators["act"])
         self.eval_runner = Runner(self.eval_env, self.learner.policy, self.device, self.generators["act"],
                                   record=False)
