@@ -7,6 +7,7 @@ reads what W&B stored in the ``.wandb`` transaction logs.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -139,7 +140,8 @@ def test_resumed_run_continues_its_wandb_run(tmp_path):
     experiment.run(compose([*overrides, "t_max=80"]))  # the folder has a checkpoint: this resumes it
     assert (run_dir / WANDB_ID_FILE).read_text().strip() == run_id
     parts = offline_runs(run_dir)
-    assert len(parts) == 2 and all(p.name.endswith(f"-{run_id}") for p in parts)
+    # W&B names a second offline folder of the same run in the same second "<...>-<id>-1"
+    assert len(parts) == 2 and all(re.search(rf"-{run_id}(-\d+)?$", p.name) for p in parts)
     logs = inspect_records(*parts)
     assert {r["run"]["run_id"] for log in logs for r in log if r["type"] == "run"} == {run_id}
     # the second part continues on the env-step axis where the first stopped
