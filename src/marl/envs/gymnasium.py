@@ -20,11 +20,10 @@ masks and episode endings are read.
 
 from __future__ import annotations
 
-import importlib
-
 import functools
+import importlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -135,19 +134,27 @@ def call_factory(factory: str, kwargs: dict[str, Any]) -> Any:
         raise ConfigError(f"env.kwargs={kwargs!r} is invalid for env.factory={factory!r}: {e}") from e
 
 
-def _make_single(factory: str, kwargs: dict[str, Any], time_limit: int, reward: str) -> GymMultiAgentEnv:
-    return GymMultiAgentEnv(call_factory(factory, kwargs), time_limit, reward)
+def _make_from_factory(adapter: Callable[..., Any], factory: str, kwargs: dict[str, Any], time_limit: int,
+                       reward: str) -> Any:
+    return adapter(call_factory(factory, kwargs), time_limit, reward)
+
+
+def build_from_factory(cfg: Any, adapter: Callable[..., Any], example: str, num_envs: int, seed: int,
+                       device: Any) -> PythonVecEnv:
+    """``env=gymnasium`` / ``env=pettingzoo``: B copies of the user's env, built by ``env.factory``
+    and wrapped by ``adapter``. The factory is imported here, so a bad path fails at start-up."""
+    if not cfg.factory:
+        raise ConfigError(f"env.factory='' is invalid: env={cfg.name} needs the import path of a function or class "
+                          f"that returns the env, e.g. env.factory={example}")
+    load_callable(cfg.factory, "env.factory")
+    make = functools.partial(_make_from_factory, adapter, str(cfg.factory), to_plain(cfg.kwargs),
+                             int(cfg.time_limit), str(cfg.team_reward))
+    return build(cfg, make, num_envs, seed, device)
 
 
 @ENVS.register("gymnasium", config=GymnasiumConfig)
 def make_gymnasium(cfg: Any, num_envs: int, seed: int, device: Any = "cpu") -> PythonVecEnv:
-    if not cfg.factory:
-        raise ConfigError("env.factory='' is invalid: env=gymnasium needs the import path of a function or class "
-                          "that returns the env, e.g. env.factory=my_pkg.my_env:make")
-    load_callable(cfg.factory, "env.factory")  # fail here, naming the key, before any env is built
-    kwargs = to_plain(cfg.kwargs)
-    make = functools.partial(_make_single, str(cfg.factory), kwargs, int(cfg.time_limit), str(cfg.team_reward))
-    return build(cfg, make, num_envs, seed, device)
+    return build_from_factory(cfg, GymMultiAgentEnv, "my_pkg.my_env:make", num_envs, seed, device)
 
 
 def registered_spec(env_name: str, package: str, key: str, examples: str) -> Any:

@@ -20,15 +20,14 @@ Facts this adapter relies on (pettingzoo 1.25's ``ParallelEnv`` API):
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from marl.envs.gymnasium import call_factory, to_plain
+from marl.envs.gymnasium import build_from_factory
 from marl.envs.python_vec import (
-    EnvInfo, PythonEnvConfig, PythonVecEnv, Transition, action_sizes_mask, build, load_callable, pad_obs,
+    EnvInfo, PythonEnvConfig, PythonVecEnv, Transition, action_sizes_mask, pad_obs,
     team_reward,
 )
 from marl.errors import ConfigError
@@ -129,16 +128,6 @@ class PettingZooConfig(PythonEnvConfig):
     time_limit: int = 25
 
 
-def _make_single(factory: str, kwargs: dict[str, Any], time_limit: int, reward: str) -> PettingZooParallelEnv:
-    return PettingZooParallelEnv(call_factory(factory, kwargs), time_limit, reward)
-
-
 @ENVS.register("pettingzoo", config=PettingZooConfig)
 def make_pettingzoo(cfg: Any, num_envs: int, seed: int, device: Any = "cpu") -> PythonVecEnv:
-    if not cfg.factory:
-        raise ConfigError("env.factory='' is invalid: env=pettingzoo needs the import path of a function or class "
-                          "that returns a ParallelEnv, e.g. env.factory=my_pkg.my_env:parallel_env")
-    load_callable(cfg.factory, "env.factory")
-    make = functools.partial(_make_single, str(cfg.factory), to_plain(cfg.kwargs), int(cfg.time_limit),
-                             str(cfg.team_reward))
-    return build(cfg, make, num_envs, seed, device)
+    return build_from_factory(cfg, PettingZooParallelEnv, "my_pkg.my_env:parallel_env", num_envs, seed, device)
