@@ -87,7 +87,8 @@ class ConsoleSink:
             parts.append(f"eval {self.last_eval:.3g}")
         if "loss" in record:
             parts.append(f"loss {record['loss']:.3g}")
-        parts.append(f"{rate:.0f} steps/s")
+        if rate > 0:  # the first line has nothing to measure a rate against
+            parts.append(f"{rate:.0f} steps/s")
         if eta == eta:
             parts.append(f"ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
         print(" | ".join(parts), file=sys.stderr, flush=True)
