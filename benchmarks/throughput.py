@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py                       # all tasks, 3 repetitions, medians
     python benchmarks/throughput.py --tasks climbing,lbf --reps 5
+    python benchmarks/throughput.py --threads 2           # a run that may use two cores
 
 For each task, with PyMARL's default QMIX settings (one gradient step of 32 episodes per
 collected episode), in a fresh process per task:
@@ -48,7 +49,7 @@ def _rate(fn, min_seconds: float) -> float:
     return steps / elapsed
 
 
-def worker(task: str, reps: int, seconds: float) -> dict[str, float]:
+def worker(task: str, reps: int, seconds: float, threads: int, device: str) -> dict[str, float]:
     """Measure one task in this process (so peak memory is the task's own)."""
     import torch
 
@@ -56,13 +57,13 @@ def worker(task: str, reps: int, seconds: float) -> dict[str, float]:
     from marl.experiment import Experiment
     from marl.policy import select_actions
 
-    torch.set_num_threads(1)
     run_dir = Path("/tmp") / f"marl-bench-{task}"
     import shutil
 
     shutil.rmtree(run_dir, ignore_errors=True)
     cfg = compose([*TASKS[task], f"run_dir={run_dir}", "logger.wandb.mode=disabled", "logger.console=false",
-                   "t_max=100000000", "eval.interval=100000000", "checkpoint.interval=100000000"])
+                   "t_max=100000000", "eval.interval=100000000", "checkpoint.interval=100000000", f"threads={threads}",
+                   f"device={device}"])
     exp = Experiment(cfg)
     env, runner, B = exp.env, exp.runner, cfg.num_envs
     gen = torch.Generator().manual_seed(0)
@@ -103,6 +104,8 @@ def worker(task: str, reps: int, seconds: float) -> dict[str, float]:
 
         def update() -> int:
             exp.learner.update(exp.buffer.sample(batch_size, exp.generators["sample"]))
+            if exp.device.type == "cuda":
+                torch.cuda.synchronize()
             return 1
 
         results["updates"].append(_rate(update, seconds))
@@ -116,7 +119,7 @@ def worker(task: str, reps: int, seconds: float) -> dict[str, float]:
     return med
 
 
-def learner_micro(reps: int) -> dict[str, float]:
+def learner_micro(reps: int, threads: int, device: str) -> dict[str, float]:
     import torch
 
     sys.path.insert(0, str(ROOT / "tests"))
@@ -129,12 +132,12 @@ def learner_micro(reps: int) -> dict[str, float]:
     from marl.policy import Policy
     from marl.registry import MIXERS
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     spec = EnvSpec(n_agents=2, obs_dim=30, state_dim=60, n_actions=6, episode_limit=50)
     cfg = compose(["run_dir=/tmp/marl-bench-learner"])
     learner = Learner(Policy(spec, cfg.agent), MIXERS.build(cfg.mixer, n_agents=2, state_dim=60), cfg.learner,
-                      torch.device("cpu"))
+                      torch.device(device))
     batch = allocate(spec, 32)
     batch["obs"].normal_()
     batch["state"].normal_()
@@ -142,6 +145,8 @@ def learner_micro(reps: int) -> dict[str, float]:
     batch["filled"][:] = True
     batch["actions"].random_(0, 6)
     batch["reward"].normal_()
+    batch = {k: v.to(device) for k, v in batch.items()}
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def reference_update() -> None:
         loss = reference_loss(learner, batch)
@@ -155,8 +160,10 @@ def learner_micro(reps: int) -> dict[str, float]:
         fn()
         times = []
         for _ in range(max(reps, 3) * 5):
+            sync()
             t = time.perf_counter()
             fn()
+            sync()
             times.append(time.perf_counter() - t)
         out[name] = 1000 * statistics.median(times)
     return out
@@ -167,14 +174,16 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each timed phase")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of the run (config key threads)")
+    parser.add_argument("--device", default="cpu", help="device of the runs (config key device): cpu, cuda, auto")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--learner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.reps, args.seconds)))
+        print(json.dumps(worker(args.worker, args.reps, args.seconds, args.threads, args.device)))
         return
     if args.learner:
-        print(json.dumps(learner_micro(args.reps)))
+        print(json.dumps(learner_micro(args.reps, args.threads, args.device)))
         return
 
     header = ("task", "B", "ep len", "raw env/s", "acting/s", "training/s", "train/raw", "updates/s",
@@ -182,7 +191,8 @@ def main() -> None:
     rows = []
     for task in args.tasks.split(","):
         proc = subprocess.run([sys.executable, __file__, "--worker", task, "--reps", str(args.reps), "--seconds",
-                               str(args.seconds)], capture_output=True, text=True, cwd=ROOT)
+                               str(args.seconds), "--threads", str(args.threads), "--device", args.device],
+                              capture_output=True, text=True, cwd=ROOT)
         if proc.returncode != 0:
             reason = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"
             rows.append((task, "-", "-", f"unavailable: {reason[:60]}", *["-"] * (len(header) - 4)))
@@ -197,13 +207,14 @@ def main() -> None:
     print("|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(str(c) for c in row) + " |")
-    proc = subprocess.run([sys.executable, __file__, "--learner", "--reps", str(args.reps)], capture_output=True,
-                          text=True, cwd=ROOT, check=True)
-    m = json.loads(proc.stdout.strip().splitlines()[-1])
-    print("\nLearner update, batch 32 x 50 steps, 2 agents, GRU 64, QMIX, double Q, target pass, 1 thread:")
-    print(f"  sequence learner {m['sequence']:.1f} ms | step-by-step reference {m['reference']:.1f} ms | "
-          f"speed-up {m['reference'] / m['sequence']:.1f}x")
-
+    print(f"\nLearner update on {args.device}, batch 32 x 50 steps, 2 agents, GRU 64, QMIX, double Q, target pass:")
+    for threads in sorted({1, args.threads}):
+        proc = subprocess.run([sys.executable, __file__, "--learner", "--reps", str(args.reps), "--threads",
+                               str(threads), "--device", args.device], capture_output=True, text=True, cwd=ROOT,
+                              check=True)
+        m = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"  {threads} thread{'s' * (threads > 1)}: sequence learner {m['sequence']:.1f} ms | step-by-step "
+              f"reference {m['reference']:.1f} ms | speed-up {m['reference'] / m['sequence']:.1f}x")
 
 if __name__ == "__main__":
     main()

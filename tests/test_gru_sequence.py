@@ -1,0 +1,51 @@
+"""The fused CPU GRU (marl/agents/gru_sequence.cpp) computes nn.GRU's outputs and gradients.
+
+Shapes cover a time axis that splits into several chunks with a partial last one, one step, one
+sequence, and more rows than a chunk holds (one step per chunk).
+"""
+
+import pytest
+import torch
+
+from marl.agents.gru_sequence import gru_sequence
+
+
+def grads_of(fn, tensors):
+    for t in tensors:
+        t.grad = None
+    out = fn()
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    (out * weights).sum().backward()
+    return out.detach(), [t.grad.clone() for t in tensors]
+
+
+@pytest.mark.parametrize("T,N,I,H", [(51, 64, 38, 64), (1, 5, 3, 8), (9, 1, 4, 16), (3, 700, 6, 32), (20, 33, 64, 64)])
+def test_outputs_and_every_gradient_match_nn_gru(T, N, I, H):
+    torch.manual_seed(T * N + H)
+    rnn = torch.nn.GRU(I, H)
+    x = torch.randn(T, N, I, requires_grad=True)
+    h0 = (0.5 * torch.randn(N, H)).requires_grad_()
+    tensors = [x, h0, *rnn.parameters()]
+    ref_out, ref_grads = grads_of(lambda: rnn(x, h0.unsqueeze(0))[0], tensors)
+    out, grads = grads_of(lambda: gru_sequence(rnn, x, h0), tensors)
+    torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-5)
+    names = ["x", "h0", *(n for n, _ in rnn.named_parameters())]
+    for name, g, ref in zip(names, grads, ref_grads):
+        torch.testing.assert_close(g, ref, rtol=1e-4, atol=1e-4 * max(1.0, ref.abs().max().item()), msg=name)
+
+
+def test_no_grad_pass_equals_the_training_pass():
+    torch.manual_seed(0)
+    rnn = torch.nn.GRU(12, 32)
+    x, h0 = torch.randn(17, 40, 12), torch.randn(40, 32)
+    with_grad = gru_sequence(rnn, x, h0)
+    assert with_grad.requires_grad
+    with torch.no_grad():
+        without = gru_sequence(rnn, x, h0)
+    torch.testing.assert_close(without, with_grad.detach(), rtol=0, atol=0)
+
+
+def test_other_dtypes_are_refused_by_name():  # the agent sends them to nn.GRU instead
+    rnn = torch.nn.GRU(4, 8).double()
+    with pytest.raises(RuntimeError, match="float32"):
+        gru_sequence(rnn, torch.randn(3, 2, 4, dtype=torch.double), torch.zeros(2, 8, dtype=torch.double))
