@@ -35,6 +35,7 @@ from torch import nn
 
 SOURCE = Path(__file__).with_suffix(".cpp")
 MODULE = "marl_gru_sequence"
+CFLAGS = ["-O3", "-fno-trapping-math"]  # as torch itself; lets the gate loops vectorise
 
 
 def cache_dir() -> Path:
@@ -42,7 +43,7 @@ def cache_dir() -> Path:
 
 
 def _library_path() -> Path:
-    key = f"{SOURCE.read_text()}|{torch.__version__}|{sys.version}|{platform.machine()}"
+    key = f"{SOURCE.read_text()}|{CFLAGS}|{torch.__version__}|{sys.version}|{platform.machine()}"
     return cache_dir() / f"{MODULE}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
 
 
@@ -51,7 +52,7 @@ def _build(target: Path) -> None:
 
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="build-", dir=target.parent) as tmp:
-        module = load(name=MODULE, sources=[str(SOURCE)], extra_cflags=["-O3"], build_directory=tmp)
+        module = load(name=MODULE, sources=[str(SOURCE)], extra_cflags=CFLAGS, build_directory=tmp)
         staged = target.with_suffix(f".{os.getpid()}.tmp")
         shutil.copyfile(module.__file__, staged)
         os.replace(staged, target)

@@ -26,7 +26,7 @@ class MLPAgent(nn.Module):
         layers: list[nn.Module] = []
         width = input_dim
         for _ in range(n_layers):
-            layers += [nn.Linear(width, hidden_dim), nn.ReLU()]
+            layers += [nn.Linear(width, hidden_dim), nn.ReLU(inplace=True)]
             width = hidden_dim
         layers.append(nn.Linear(width, n_actions))
         self.net = nn.Sequential(*layers)

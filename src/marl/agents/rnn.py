@@ -38,7 +38,7 @@ class RNNAgent(nn.Module):
 
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """inputs [T, N, input_dim], hidden [N, H] -> (q [T, N, n_actions], hidden [N, H])."""
-        x = torch.relu(self.fc1(inputs))
+        x = torch.relu_(self.fc1(inputs))  # in place: one fewer fresh [T, N, H] tensor
         if x.shape[0] == 1:  # acting: the same cell maths without nn.GRU's per-call set-up
             rnn = self.rnn
             h = torch.gru_cell(x[0], hidden, rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
@@ -46,6 +46,7 @@ class RNNAgent(nn.Module):
         if x.device.type == "cpu" and x.dtype == torch.float32:
             out = gru_sequence(self.rnn, x, hidden)
             return self.fc2(out), out[-1]
+        self.rnn.flatten_parameters()  # cuDNN wants one weight buffer; copies and loads break it up
         out, h = self.rnn(x, hidden.unsqueeze(0))
         return self.fc2(out), h.squeeze(0)
 

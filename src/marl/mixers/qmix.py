@@ -31,7 +31,7 @@ def _hypernet(state_dim: int, out: int, layers: int, hidden: int) -> nn.Module:
     if layers == 1:
         return nn.Linear(state_dim, out)
     if layers == 2:
-        return nn.Sequential(nn.Linear(state_dim, hidden), nn.ReLU(), nn.Linear(hidden, out))
+        return nn.Sequential(nn.Linear(state_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out))
     raise ValueError(f"mixer.hypernet_layers={layers} is invalid: choose 1 or 2")
 
 
@@ -45,7 +45,7 @@ class QMixer(nn.Module):
         self.hyper_w1 = _hypernet(state_dim, cfg.embed_dim * n_agents, cfg.hypernet_layers, cfg.hypernet_embed)
         self.hyper_w2 = _hypernet(state_dim, cfg.embed_dim, cfg.hypernet_layers, cfg.hypernet_embed)
         self.hyper_b1 = nn.Linear(state_dim, cfg.embed_dim)
-        self.v = nn.Sequential(nn.Linear(state_dim, cfg.embed_dim), nn.ReLU(), nn.Linear(cfg.embed_dim, 1))
+        self.v = nn.Sequential(nn.Linear(state_dim, cfg.embed_dim), nn.ReLU(inplace=True), nn.Linear(cfg.embed_dim, 1))
 
     def forward(self, agent_qs: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         # The per-sample products are [n_agents x embed] and [embed x 1]: far too small for
