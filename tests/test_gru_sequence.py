@@ -49,3 +49,24 @@ def test_other_dtypes_are_refused_by_name():  # the agent sends them to nn.GRU i
     rnn = torch.nn.GRU(4, 8).double()
     with pytest.raises(RuntimeError, match="float32"):
         gru_sequence(rnn, torch.randn(3, 2, 4, dtype=torch.double), torch.zeros(2, 8, dtype=torch.double))
+
+
+def test_agent_falls_back_to_nn_gru_with_a_warning_when_the_kernel_cannot_build(monkeypatch):
+    from marl.agents import gru_sequence as module
+    from marl.agents.rnn import RNNAgent
+
+    def broken() -> None:
+        raise RuntimeError("Error building extension 'marl_gru_sequence': c++: not found")
+
+    torch.manual_seed(0)
+    agent = RNNAgent(input_dim=7, n_actions=4, hidden_dim=16)
+    x, h0 = torch.randn(6, 5, 7), torch.randn(5, 16)
+    fused, _ = agent(x, h0)
+    module.available.cache_clear()
+    monkeypatch.setattr(module, "kernel", broken)
+    try:
+        with pytest.warns(RuntimeWarning, match="c\\+\\+: not found.*using nn.GRU"):
+            fallback, _ = agent(x, h0)
+    finally:
+        module.available.cache_clear()
+    torch.testing.assert_close(fallback, fused, rtol=1e-5, atol=1e-5)

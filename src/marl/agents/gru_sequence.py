@@ -26,6 +26,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -69,6 +70,21 @@ def kernel() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@functools.cache
+def available() -> bool:
+    """Whether the kernel builds and loads here. If not, says why once (the agent then uses
+    ``nn.GRU``: the same results, slower updates) instead of failing the run over speed."""
+    try:
+        kernel()
+    except Exception as err:  # noqa: BLE001 - any build or load failure means "use nn.GRU"
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        warnings.warn(f"the fused CPU GRU could not be built ({reason[:300]}); using nn.GRU instead, "
+                      "which gives the same results with slower updates. It needs a C++ compiler "
+                      "(g++) and ninja.", RuntimeWarning, stacklevel=2)
+        return False
+    return True
 
 
 def _biases(b_ih: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:

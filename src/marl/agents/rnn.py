@@ -2,8 +2,8 @@
 
 The GRU is an ``nn.GRU`` rather than PyMARL's ``GRUCell`` so that the learner unrolls whole
 padded sequences in one call: on the CPU through :func:`marl.agents.gru_sequence.gru_sequence`
-(the same weights and maths, fused forward and backward; ~2x faster than ``nn.GRU`` there), on
-CUDA through ``nn.GRU`` itself (cuDNN). Acting runs one step of the same weights through
+(the same weights and maths, fused forward and backward; ~2x faster than ``nn.GRU`` there; where
+no C++ compiler can build it, ``nn.GRU`` with a warning), on CUDA through ``nn.GRU`` (cuDNN). Acting runs one step of the same weights through
 ``gru_cell``. tests/test_learner_reference.py checks all paths against PyMARL's step loop.
 """
 
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from marl.agents import AgentConfig
-from marl.agents.gru_sequence import gru_sequence
+from marl.agents import gru_sequence
 from marl.registry import AGENTS
 
 
@@ -43,8 +43,8 @@ class RNNAgent(nn.Module):
             rnn = self.rnn
             h = torch.gru_cell(x[0], hidden, rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
             return self.fc2(h).unsqueeze(0), h
-        if x.device.type == "cpu" and x.dtype == torch.float32:
-            out = gru_sequence(self.rnn, x, hidden)
+        if x.device.type == "cpu" and x.dtype == torch.float32 and gru_sequence.available():
+            out = gru_sequence.gru_sequence(self.rnn, x, hidden)
             return self.fc2(out), out[-1]
         self.rnn.flatten_parameters()  # cuDNN wants one weight buffer; copies and loads break it up
         out, h = self.rnn(x, hidden.unsqueeze(0))
