@@ -14,15 +14,19 @@
 #include <torch/extension.h>
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <vector>
 
 namespace {
 
 // Runtime dispatch to the widest vector unit present, so that one build is safe on every node
-// of a heterogeneous cluster (a shared ~/.cache must not hold an AVX-512-only binary).
+// of a heterogeneous cluster (a shared ~/.cache must not hold an AVX-512-only binary). Other
+// architectures get the compiler's baseline vectorisation.
+#if defined(__x86_64__) && defined(__GNUC__)
 #define MARL_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define MARL_CLONES
+#endif
 #define R __restrict__
 
 // exp(x) as Cephes' expf (range reduction by ln 2, degree-6 polynomial, ~1 ulp), written so that
@@ -40,7 +44,7 @@ __attribute__((always_inline)) inline float exp_approx(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  return p * std::bit_cast<float>((static_cast<int32_t>(k) + 127) << 23);
+  return p * __builtin_bit_cast(float, (static_cast<int32_t>(k) + 127) << 23);
 }
 
 __attribute__((always_inline)) inline float sigmoid(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
