@@ -70,3 +70,17 @@ def test_agent_falls_back_to_nn_gru_with_a_warning_when_the_kernel_cannot_build(
     finally:
         module.available.cache_clear()
     torch.testing.assert_close(fallback, fused, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("agent,device,builds", [("rnn", "auto", True), ("rnn", "cpu", True),
+                                                 ("rnn", "cuda", False), ("mlp", "auto", False)])
+def test_a_sweep_builds_the_kernel_once_before_its_jobs_when_they_need_it(monkeypatch, agent, device, builds):
+    from omegaconf import OmegaConf
+
+    from marl.agents import gru_sequence as module
+    from marl.callbacks import SweepSummary
+
+    calls = []
+    monkeypatch.setattr(module, "available", lambda: calls.append(1) or True)
+    SweepSummary().on_multirun_start(OmegaConf.create({"agent": {"name": agent}, "device": device}))
+    assert len(calls) == int(builds)

@@ -1,7 +1,9 @@
-"""Hydra callbacks. :class:`SweepSummary` ends ``launch.py -m`` with where the sweep is and what to run next.
+"""Hydra callbacks. :class:`SweepSummary` prepares a ``launch.py -m`` sweep and ends it with where the
+sweep is and what to run next.
 
-Registered in ``conf/config.yaml`` under ``hydra.callbacks``; Hydra calls ``on_multirun_end`` in the
-launching process once every job of the sweep has returned (locally, or with the SLURM launcher).
+Registered in ``conf/config.yaml`` under ``hydra.callbacks``; Hydra calls ``on_multirun_start`` and
+``on_multirun_end`` in the launching process, before the first job and once every job of the sweep
+has returned (locally, or with the SLURM launcher).
 Kept free of heavy imports: Hydra instantiates callbacks in every job process too.
 """
 
@@ -29,7 +31,14 @@ def sweep_summary(sweep_dir: Path) -> str:
 
 
 class SweepSummary(Callback):
-    """Prints :func:`sweep_summary` for the sweep folder when a multirun ends."""
+    """Builds the fused CPU GRU before the jobs start; prints :func:`sweep_summary` at the end."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Once here rather than in every parallel job (each would compile it, ~30 s, at the same time).
+        if config.agent.name == "rnn" and not str(config.device).startswith("cuda"):
+            from marl.agents import gru_sequence
+
+            gru_sequence.available()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         try:

@@ -52,6 +52,8 @@ def _build(target: Path) -> None:
     from torch.utils.cpp_extension import load
 
     target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"marl: compiling the fused CPU GRU (once per machine and version, ~30 s) into {target.parent}",
+          file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="build-", dir=target.parent) as tmp:
         module = load(name=MODULE, sources=[str(SOURCE)], extra_cflags=CFLAGS, build_directory=tmp)
         staged = target.with_suffix(f".{os.getpid()}.tmp")
