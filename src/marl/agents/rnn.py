@@ -2,9 +2,10 @@
 
 The GRU is an ``nn.GRU`` rather than PyMARL's ``GRUCell`` so that the learner unrolls whole
 padded sequences in one call: on the CPU through :func:`marl.agents.gru_sequence.gru_sequence`
-(the same weights and maths, fused forward and backward; ~2x faster than ``nn.GRU`` there; where
-no C++ compiler can build it, ``nn.GRU`` with a warning), on CUDA through ``nn.GRU`` (cuDNN). Acting runs one step of the same weights through
-``gru_cell``. tests/test_learner_reference.py checks all paths against PyMARL's step loop.
+(the same weights and maths, fused forward and backward, ~2x faster than ``nn.GRU`` there; where
+no C++ compiler can build it, ``nn.GRU`` with a warning), on CUDA through ``nn.GRU`` (cuDNN).
+Acting runs one step of the same weights through ``gru_cell``. tests/test_learner_reference.py
+checks all paths against PyMARL's step loop.
 """
 
 from __future__ import annotations
