@@ -11,7 +11,10 @@ collected episode), in a fresh process per task:
 - acting steps/s: policy + env + episode staging + buffer writes, no learning;
 - training steps/s: the full loop (acting + one update per finished episode), buffer warm;
 - updates/s and ms/update: the learner alone on batches from that buffer;
-- phase split per env step (env / policy+buffer / learning), and peak resident memory.
+- phase split per env step (env / policy+buffer / learning), and peak resident memory;
+- on the CPU, the arithmetic floor of an update: its matmul FLOPs (counted by torch's
+  FlopCounterMode) over this core's measured GEMM rate, and the best train/raw ratio that floor
+  allows even with free acting: what "limited by the arithmetic of the update" means in numbers.
 
 Then the learner microbenchmark of issue "Fast training": batch 32 episodes x 50 steps, 2
 agents, GRU 64, QMIX, double Q, target pass included, on one thread, against the step-by-step
@@ -47,6 +50,36 @@ def _rate(fn, min_seconds: float) -> float:
     while (elapsed := time.perf_counter() - start) < min_seconds or steps == 0:
         steps += fn()
     return steps / elapsed
+
+
+def gemm_gflops(repeats: int = 30) -> float:
+    """This process's matmul rate at its torch thread count: median over [512 x 512] products."""
+    import torch
+
+    a, b, out = torch.randn(512, 512), torch.randn(512, 512), torch.empty(512, 512)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        times.append(time.perf_counter() - start)
+    return 2 * 512**3 / statistics.median(times[5:]) / 1e9
+
+
+def update_gflop(learner, batch) -> float:
+    """Matmul GFLOP of one update on ``batch``. FlopCounterMode sees ATen ops only, so the count
+    runs the agent's nn.GRU path (the fused CPU GRU does the same matmuls)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from marl.agents import gru_sequence
+
+    available = gru_sequence.available
+    gru_sequence.available = lambda: False
+    try:
+        with FlopCounterMode(display=False) as counter:
+            learner.update(batch)
+    finally:
+        gru_sequence.available = available
+    return counter.get_total_flops() / 1e9
 
 
 def worker(task: str, reps: int, seconds: float, threads: int, device: str) -> dict[str, float]:
@@ -114,6 +147,9 @@ def worker(task: str, reps: int, seconds: float, threads: int, device: str) -> d
     med["episode_len"] = float(lengths.mean())
     med["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     med["num_envs"] = B
+    if exp.device.type == "cpu":  # measured last: the counted update changes the learner
+        med["gemm_gflops"] = gemm_gflops()
+        med["update_gflop"] = update_gflop(exp.learner, exp.buffer.sample(batch_size, exp.generators["sample"]))
     exp.env.close()
     exp.eval_env.close()
     return med
@@ -188,7 +224,7 @@ def main() -> None:
 
     header = ("task", "B", "ep len", "raw env/s", "acting/s", "training/s", "train/raw", "updates/s",
               "ms/update", "env us/step", "act us/step", "learn us/step", "peak MB")
-    rows = []
+    rows, floors = [], []
     for task in args.tasks.split(","):
         proc = subprocess.run([sys.executable, __file__, "--worker", task, "--reps", str(args.reps), "--seconds",
                                str(args.seconds), "--threads", str(args.threads), "--device", args.device],
@@ -203,10 +239,25 @@ def main() -> None:
                      f"{r['training']:,.0f}", f"{r['training'] / r['raw']:.0%}", f"{r['updates']:.0f}",
                      f"{1000 / r['updates']:.1f}", f"{env_us:.1f}", f"{act_us - env_us:.1f}",
                      f"{train_us - act_us:.1f}", f"{r['peak_mb']:.0f}"))
+        if "update_gflop" in r:
+            floor_ms = 1000 * r["update_gflop"] / r["gemm_gflops"]
+            floor_us_per_step = 1000 * floor_ms / r["episode_len"]  # one update per episode
+            floors.append((task, f"{r['update_gflop']:.3f}", f"{r['gemm_gflops']:.0f}", f"{floor_ms:.1f}",
+                           f"{1000 / r['updates']:.1f}", f"{floor_ms * r['updates'] / 1000:.0%}",
+                           f"{env_us / (env_us + floor_us_per_step):.0%}",
+                           f"{env_us / (act_us + floor_us_per_step):.0%}"))
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(str(c) for c in row) + " |")
+    if floors:
+        print("\nArithmetic floor of one update on this core (one gradient step per episode; matmul FLOPs only):")
+        header = ("task", "GFLOP/update", "GEMM GFLOP/s", "floor ms/update", "measured ms/update",
+                  "floor/measured", "train/raw at the floor, free acting", "... with measured acting")
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for row in floors:
+            print("| " + " | ".join(row) + " |")
     print(f"\nLearner update on {args.device}, batch 32 x 50 steps, 2 agents, GRU 64, QMIX, double Q, target pass:")
     for threads in sorted({1, args.threads}):
         proc = subprocess.run([sys.executable, __file__, "--learner", "--reps", str(args.reps), "--threads",
