@@ -1,4 +1,4 @@
-"""Checkpoints and resume (DESIGN.md invariant 6), without SLURM.
+"""Checkpoints and resume (docs/architecture.md, invariant 6), without SLURM.
 
 * every component's state survives a checkpoint round trip (learner nets, targets and optimizer,
   the replay buffer after wrapping around, RNG states, the runner's in-flight episodes, schedules);

@@ -1,4 +1,4 @@
-"""Atomic checkpoints and the RNG state of a run (DESIGN.md invariant 6).
+"""Atomic checkpoints and the RNG state of a run (docs/architecture.md, invariant 6).
 
 A checkpoint is written to a temporary file in the run folder, fsynced and renamed over the old
 one, so a crash at any moment leaves either the previous checkpoint or the new one.

@@ -1,4 +1,4 @@
-"""Counters and schedules. Time has units (DESIGN.md invariant 2): every schedule names one."""
+"""Counters and schedules. Time has units (docs/architecture.md, invariant 2): every schedule names one."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 class Unit(str, Enum):
-    """The three clocks of a run. Every schedule names one of them (DESIGN.md invariant 2)."""
+    """The three clocks of a run. Every schedule names one of them (docs/architecture.md, invariant 2)."""
 
     env_steps = "env_steps"
     episodes = "episodes"
@@ -54,7 +54,7 @@ class EpsilonConfig:
 
 @dataclass
 class LearnerConfig:
-    """The Q-learner shared by every mixer. Defaults are PyMARL's QMIX (DESIGN.md section 4)."""
+    """The Q-learner shared by every mixer. Defaults are PyMARL's QMIX (docs/architecture.md, "Defaults")."""
 
     optimizer: Optimizer = Optimizer.rmsprop
     lr: float = 5e-4

@@ -6,7 +6,7 @@ One update, read top to bottom:
 2. Q_tot = mixer(Q_i(a_t), s_t) for all steps at once.
 3. Targets from the target networks at t+1: double Q picks the argmax with the online network,
    among the available actions; ``terminated`` stops bootstrapping, truncation does not
-   (DESIGN.md invariant 3); TD(λ) blends n-step returns when ``td_lambda > 0``.
+   (docs/architecture.md, invariant 3); TD(λ) blends n-step returns when ``td_lambda > 0``.
 4. Masked MSE over real steps (``filled``), gradient clipping, one optimiser step.
 
 The mixer's ``out_dim`` columns are all regression targets, so independent learners (``none``,

@@ -3,7 +3,7 @@
 Inputs are PyMARL's: the observation, the one-hot of the agent's previous action (zeros at the
 first step) and the agent's id one-hot. The same :meth:`Policy.forward` serves acting (one step,
 carrying the hidden state) and learning (whole padded episodes from their first step, so the RNN
-is reset at episode starts only, DESIGN.md invariant 4).
+is reset at episode starts only, docs/architecture.md, invariant 4).
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ class VecEnv(Protocol):
 def derive_seeds(seed: int, n: int, stream: str) -> list[int]:
     """Distinct, reproducible seeds for ``n`` env copies on a named stream ("train", "eval").
 
-    Derived from the run's root seed with numpy's SeedSequence (DESIGN.md invariant 5), so that
+    Derived from the run's root seed with numpy's SeedSequence (docs/architecture.md, invariant 5), so that
     train and eval envs never share a seed and each copy differs.
     """
     import zlib
