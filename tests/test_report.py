@@ -14,8 +14,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from marl import report
-from marl.report_runs import find_runs, group_labels
-from marl.report_stats import iqm_per_point, learning_curve, mean_and_iqm
+from marl.report.labels import group_labels
+from marl.report.runs import find_runs
+from marl.report.stats import iqm_per_point, learning_curve, mean_and_iqm
 
 from conftest_report import ROOT, SWEEP_SEEDS
 
@@ -145,7 +146,7 @@ def test_wandb_flag_offline_says_why_and_the_report_object_builds(sweep_two_step
     import wandb_workspaces.reports.v2 as wr
     from wandb_workspaces import expr
 
-    from marl.report_wandb import build_report, publish, unsynced_offline_runs
+    from marl.report.publish import build_report, publish, unsynced_offline_runs
 
     for var in ("WANDB_API_KEY", "WANDB_MODE"):
         monkeypatch.delenv(var, raising=False)

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from marl import experiment
 from marl.config import compose
 from marl.logger import WANDB_ID_FILE, wandb_mode
-from marl.report_runs import find_runs, read_records
+from marl.report.runs import find_runs, read_records
 from marl.wandb_naming import experiment_key, wandb_identity
 
 from conftest_report import SWEEP_SEEDS

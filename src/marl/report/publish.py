@@ -1,6 +1,6 @@
 """Publish a comparison as a W&B Report (``python -m marl.report ... --wandb``), via ``wandb-workspaces``.
 
-The report holds the markdown tables of :mod:`marl.report` and, per env, a panel of the compared
+The report holds the markdown tables of :mod:`marl.report.markdown` and, per env, a panel of the compared
 runs (selected by their W&B run ids, from ``wandb_id.txt`` in each run folder), grouped by
 ``config.mixer.name``, plotting ``eval/return_mean`` against ``env_steps``. (Selecting by group
 name would be as good, but wandb-workspaces 0.4 turns a ``=`` inside a filter's string value into
@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from marl.logger import WANDB_ID_FILE, wandb_mode
-from marl.report import Comparison, to_markdown
+from marl.report.markdown import to_markdown
+from marl.report.model import Comparison
 
 GROUP_BY = "config.mixer.name"
 

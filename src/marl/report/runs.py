@@ -12,49 +12,18 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from omegaconf import OmegaConf
 
-from marl.config import flatten
-from marl.wandb_naming import OVERRIDES_FILE, experiment_key, to_plain
+from marl.report.model import Run
+from marl.wandb_naming import OVERRIDES_FILE, to_plain
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 MULTIRUN_FILE = "multirun.yaml"
 SKIP_DIRS = {".hydra", "wandb", "__pycache__"}
-
-
-@dataclass
-class Run:
-    """One run folder as the report sees it. ``problem`` is why it has no final result, if so."""
-
-    path: Path
-    config: dict[str, Any] | None = None
-    records: list[dict[str, Any]] = field(default_factory=list)
-    complete: bool = False
-    problem: str | None = None
-
-    @property
-    def seed(self) -> Any:
-        return (self.config or {}).get("seed")
-
-    @property
-    def key(self) -> str:
-        """The experiment: runs with the same key differ only in their seed (and bookkeeping)."""
-        assert self.config is not None
-        return experiment_key(self.config)
-
-    @property
-    def env_key(self) -> str:
-        assert self.config is not None
-        return json.dumps(self.config.get("env"), sort_keys=True, default=str)
-
-    def evals(self, metric: str) -> list[tuple[int, float]]:
-        """``(env_steps, value)`` of every evaluation record that has ``metric``."""
-        return [(int(r["env_steps"]), float(r[metric])) for r in self.records if metric in r and "env_steps" in r]
 
 
 def _overrides(run_dir: Path) -> list[str] | None:
@@ -183,44 +152,3 @@ def describe(run: Run) -> str:
         return str(run.path)
     mixer = (run.config.get("mixer") or {}).get("name", "?")
     return f"{run.path} ({mixer}, seed {run.seed})"
-
-
-# --- readable names of experiments and envs ----------------------------------------------------
-def differing_keys(configs: Sequence[dict[str, Any]]) -> list[str]:
-    """Dotted keys whose values are not the same in all ``configs`` (in config order)."""
-    flats = [flatten(c) for c in configs]
-    keys = list(dict.fromkeys(k for f in flats for k in f))
-    return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1]
-
-
-def group_labels(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Readable names for experiments: the mixer, then what else differs between them.
-
-    Keys inside the ``mixer`` subtree are shown only where two experiments share a mixer name (a
-    mixer's own defaults differ from another mixer's without being a choice anyone made).
-    """
-    diff = differing_keys(list(configs.values()))
-    mixers = {k: str(flatten(c).get("mixer.name", "?")) for k, c in configs.items()}
-    shared = {m for m in mixers.values() if list(mixers.values()).count(m) > 1}
-    labels = {}
-    for key, cfg in configs.items():
-        flat = flatten(cfg)
-        extra = [f"{k}={flat.get(k)}" for k in diff if k != "mixer.name"
-                 and (not k.startswith("mixer.") or mixers[key] in shared)]
-        labels[key] = mixers[key] + (f" ({', '.join(extra)})" if extra else "")
-    seen: dict[str, int] = {}
-    for label in labels.values():
-        seen[label] = seen.get(label, 0) + 1
-    return {k: (f"{v} #{k}" if seen[v] > 1 else v) for k, v in labels.items()}
-
-
-def env_labels(envs: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """``env.name``, plus the env settings that differ when two tables share a name."""
-    names = {k: str((v or {}).get("name", "env")) for k, v in envs.items()}
-    labels = {}
-    for key, name in names.items():
-        same = [envs[k] for k, n in names.items() if n == name]
-        diff = [d for d in differing_keys(same) if d != "name"] if len(same) > 1 else []
-        flat = flatten(envs[key] or {})
-        labels[key] = name + (f" ({', '.join(f'{d}={flat.get(d)}' for d in diff)})" if diff else "")
-    return labels

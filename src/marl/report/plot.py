@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from marl.report_stats import Curve
+from marl.report.model import Curve
 
 
 def plot_curves(curves: dict[str, Curve], title: str, path: Path, metric: str = "eval/return_mean") -> Path:

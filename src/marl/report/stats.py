@@ -10,10 +10,11 @@ all points at once with ``scipy.stats.trim_mean(..., 0.25, axis=0)``, which is e
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from marl.report.model import Curve, Estimate
 
 
 def _rliable() -> tuple[Any, Any]:
@@ -25,15 +26,6 @@ def _rliable() -> tuple[Any, Any]:
     except ImportError as exc:
         raise SystemExit(f"marl.report needs rliable and matplotlib: pip install -e '.[report]' ({exc})") from exc
     return library, metrics
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A point estimate and its 95% confidence interval."""
-
-    value: float
-    low: float
-    high: float
 
 
 def _interval_estimates(score_dict: dict[str, np.ndarray], func: Any, reps: int, seed: int) -> tuple[dict, dict]:
@@ -65,17 +57,6 @@ def iqm_per_point(scores: np.ndarray) -> np.ndarray:
     import scipy.stats
 
     return scipy.stats.trim_mean(scores.reshape(-1, scores.shape[-1]), proportiontocut=0.25, axis=0)
-
-
-@dataclass
-class Curve:
-    """IQM and its 95% CI at each evaluation step; ``runs`` is how many runs reached each step."""
-
-    steps: np.ndarray
-    iqm: np.ndarray
-    low: np.ndarray
-    high: np.ndarray
-    runs: np.ndarray
 
 
 def align(evals: list[list[tuple[int, float]]]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,70 @@
+"""Group the runs into experiments per env and aggregate each experiment over its seeds.
+
+Runs are grouped by their config minus the seed (:attr:`marl.report.model.Run.key`, the same key
+as their W&B group), one table per env. A group's numbers use its finished runs, or, when none
+has finished, its latest evaluations (the row is then marked "in progress").
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from marl.config import flatten
+from marl.report.labels import env_labels, group_labels
+from marl.report.model import METRIC, STATS, Comparison, EnvTable, Row, Run
+from marl.report.runs import find_runs
+from marl.report.stats import learning_curve, mean_and_iqm
+
+
+def _wandb_group(run: Run) -> str:
+    from omegaconf import OmegaConf
+
+    from marl.wandb_naming import wandb_identity
+
+    try:
+        return str(wandb_identity(OmegaConf.create(run.config), run_dir=run.path)["group"])
+    except Exception:
+        return run.key
+
+
+def compare(paths: Sequence[Path], metric: str = METRIC, reps: int = 2000, seed: int = 0,
+            curve_reps: int = 1000) -> Comparison:
+    """Find, group and aggregate the runs under ``paths``."""
+    runs, missing = find_runs([Path(p) for p in paths])
+    incomplete = [r for r in runs if not r.complete]
+    usable = [r for r in runs if r.config is not None and r.evals(metric)]
+    by_env: dict[str, dict[str, list[Run]]] = {}
+    for run in usable:
+        by_env.setdefault(run.env_key, {}).setdefault(run.key, []).append(run)
+    env_names = env_labels({k: json.loads(k) for k in by_env})
+    tables = []
+    for env_key, groups in by_env.items():
+        labels = group_labels({k: _without_env(g[0].config) for k, g in groups.items()})
+        rows = []
+        for key, group in groups.items():
+            done = [r for r in group if r.complete]
+            chosen = sorted(done or group, key=lambda r: str(r.seed))
+            rows.append(Row(key=key, label=labels[key], mixer=str(flatten(chosen[0].config).get("mixer.name", "?")),
+                            wandb_group=_wandb_group(chosen[0]), runs=chosen, in_progress=not done))
+        scores = {stat: {row.key: np.array([r.score(metric, stat) for r in row.runs]) for row in rows}
+                  for stat in STATS}
+        for stat in STATS:
+            estimates = mean_and_iqm(scores[stat], reps=reps, seed=seed)
+            for row in rows:
+                setattr(row, stat, estimates.get(row.key, {}))
+        for row in rows:
+            row.curve = learning_curve([r.evals(metric) for r in row.runs], reps=curve_reps, seed=seed)
+        rows.sort(key=lambda r: (-r.final["iqm"].value if r.final else float("inf"), r.label))
+        tables.append(EnvTable(env_names[env_key], rows))
+    tables.sort(key=lambda t: t.label)
+    return Comparison(tables=tables, incomplete=incomplete, missing=missing, metric=metric)
+
+
+def _without_env(config: dict[str, Any] | None) -> dict[str, Any]:
+    from marl.wandb_naming import experiment_config
+
+    return {k: v for k, v in experiment_config(config or {}).items() if k != "env"}

@@ -1,0 +1,66 @@
+"""Compare experiments across seeds: ``python -m marl.report PATH... [--out DIR] [--marl-eval] [--wandb]``.
+
+PATHs are sweep folders, run folders, or any folder above them. Runs are grouped by their config
+minus the seed (:func:`marl.wandb_naming.experiment_key`, the same key as their W&B group), and
+for each env the report gives the final and the best evaluation return of each group as mean and
+interquartile mean (IQM) with 95% stratified-bootstrap confidence intervals over seeds (rliable).
+
+It writes to ``--out`` (default ``<first PATH>/report``): ``report.md`` (the tables, also printed),
+``curves_<env>.png`` (IQM learning curves with shaded CIs), ``summary.csv`` (one row per group),
+``runs.csv`` (one row per run) and, with ``--marl-eval``, ``marl_eval.json``. Runs without a final
+record (still running, preempted, failed) are listed by name; a group's numbers use its finished
+runs, or, when none has finished, its latest evaluations (marked "in progress").
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from marl.report.aggregate import compare
+from marl.report.files import write_report
+from marl.report.model import METRIC
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m marl.report", description=__doc__.split("\n\n")[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="+", type=Path, help="sweep folders, run folders, or folders above them")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: <first PATH>/report)")
+    p.add_argument("--metric", default=METRIC, help=f"the evaluation metric to compare (default {METRIC})")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the tables (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    p.add_argument("--marl-eval", action="store_true", help="also write marl-eval compatible marl_eval.json")
+    p.add_argument("--wandb", action="store_true", help="also publish the comparison as a W&B Report (online only)")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.reps < 1:
+        print(f"--reps={args.reps} is invalid: must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        comp = compare(args.paths, metric=args.metric, reps=args.reps, seed=args.seed)
+    except FileNotFoundError as exc:
+        print(f"marl.report: {exc}", file=sys.stderr)
+        return 2
+    if not comp.tables and not comp.incomplete and not comp.missing:
+        print(f"marl.report: no runs (config.yaml + metrics.jsonl) under {', '.join(map(str, args.paths))}",
+              file=sys.stderr)
+        return 1
+    out = args.out or args.paths[0] / "report"
+    files = write_report(comp, out, marl_eval=args.marl_eval)
+    print(files["markdown"].read_text())
+    print(f"Report written to {out.resolve()}: " + ", ".join(p.name for p in files.values()))
+    if args.wandb:
+        from marl.report.publish import publish  # only with --wandb: the plain report never loads it
+
+        publish(comp)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The report's files: ``report.md``, ``curves_<env>.png``, ``summary.csv``, ``runs.csv`` and,
+on request, marl-eval's ``marl_eval.json``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from marl.report.markdown import steps_label, to_markdown
+from marl.report.model import STATS, Comparison
+from marl.report.plot import plot_curves
+
+
+def write_csv(comp: Comparison, path: Path) -> Path:
+    """One row per experiment and env, every number of the tables."""
+    head = ["env", "experiment", "mixer", "status", "seeds", "n_seeds", "env_steps", "wandb_group", "experiment_key"]
+    head += [f"{s}_{a}{x}" for s in STATS for a in ("mean", "iqm") for x in ("", "_ci_low", "_ci_high")]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(head)
+        for table in comp.tables:
+            for row in table.rows:
+                values = [table.label, row.label, row.mixer, "in progress" if row.in_progress else "complete",
+                          " ".join(map(str, row.seeds)), len(row.runs), steps_label(row), row.wandb_group, row.key]
+                for stat in STATS:
+                    for agg in ("mean", "iqm"):
+                        e = getattr(row, stat).get(agg)
+                        values += [e.value, e.low, e.high] if e else ["", "", ""]
+                w.writerow(values)
+    return path
+
+
+def write_runs_csv(comp: Comparison, path: Path) -> Path:
+    """One row per run: where it is, its group, seed, final and best return, or why it has none."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["env", "experiment", "seed", "final", "best", "env_steps", "status", "path"])
+        for table in comp.tables:
+            for row in table.rows:
+                for run in row.runs:
+                    w.writerow([table.label, row.label, run.seed, run.score(comp.metric, "final"),
+                                run.score(comp.metric, "best"), run.records[-1].get("env_steps", ""),
+                                "complete" if run.complete else run.problem, run.path])
+        for run in comp.incomplete:
+            if not any(run in row.runs for t in comp.tables for row in t.rows):
+                w.writerow(["", "", run.seed, "", "", "", run.problem, run.path])
+    return path
+
+
+def write_marl_eval(comp: Comparison, path: Path) -> Path:
+    """marl-eval's raw-data JSON: env -> task -> algorithm -> ``seed_<n>`` -> ``step_<i>`` records.
+
+    Each step holds ``step_count`` (env steps) and ``return`` (a one-element list: the mean over
+    that evaluation's episodes, which marl-eval accepts); ``absolute_metrics`` holds the final
+    evaluation of a finished run.
+    """
+    data: dict[str, Any] = {}
+    for table in comp.tables:
+        for row in table.rows:
+            env = row.runs[0].config["env"]
+            task = next((str(env[k]) for k in ("id", "key", "map_name", "map", "scenario", "task") if env.get(k)),
+                        str(env.get("name")))
+            algo = data.setdefault(str(env.get("name")), {}).setdefault(task, {}).setdefault(row.label, {})
+            for run in row.runs:
+                evals = run.evals(comp.metric)
+                record: dict[str, Any] = {f"step_{i}": {"step_count": s, "return": [v]} for i, (s, v) in enumerate(evals)}
+                if run.complete:
+                    record["absolute_metrics"] = {"return": [evals[-1][1]]}
+                algo[f"seed_{run.seed}"] = record
+    path.write_text(json.dumps(data, indent=1))
+    return path
+
+
+def write_report(comp: Comparison, out: Path, marl_eval: bool = False) -> dict[str, Path]:
+    """Everything into ``out``; returns the files written by kind."""
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    images = {}
+    for table in comp.tables:
+        curves = {row.label: row.curve for row in table.rows if row.curve is not None}
+        if curves:
+            png = plot_curves(curves, table.label, out / f"curves_{table.slug}.png", comp.metric)
+            files[f"curves_{table.slug}"] = png
+            images[table.slug] = png.name
+    files["markdown"] = out / "report.md"
+    files["markdown"].write_text(to_markdown(comp, images))
+    files["csv"] = write_csv(comp, out / "summary.csv")
+    files["runs_csv"] = write_runs_csv(comp, out / "runs.csv")
+    if marl_eval:
+        files["marl_eval"] = write_marl_eval(comp, out / "marl_eval.json")
+    return files

@@ -1,0 +1,60 @@
+"""The comparison as markdown: a table per env, then the runs that are unfinished or missing.
+
+The same text is printed by ``python -m marl.report``, written to ``report.md`` and put at the top
+of the W&B Report (:mod:`marl.report.publish`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from marl.report.model import Comparison, Estimate, Row
+from marl.report.runs import describe
+
+
+def fmt(x: float) -> str:
+    if not np.isfinite(x):
+        return "nan"
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.1f}" if abs(x) >= 10 else f"{x:.2f}"
+
+
+def fmt_estimate(e: Estimate | None) -> str:
+    return "—" if e is None else f"{fmt(e.value)} [{fmt(e.low)}, {fmt(e.high)}]"
+
+
+def steps_label(row: Row) -> str:
+    """The env steps the row's runs reached: one number, or the range when they differ."""
+    steps = row.env_steps
+    if not steps:
+        return "—"
+    return f"{min(steps)}" if min(steps) == max(steps) else f"{min(steps)}–{max(steps)}"
+
+
+def to_markdown(comp: Comparison, images: dict[str, str] | None = None) -> str:
+    """The report as markdown: a table per env, then the runs that are missing or unfinished."""
+    out = [f"# Comparison of {sum(len(t.rows) for t in comp.tables)} experiments",
+           "",
+           f"`{comp.metric}` over seeds: mean and interquartile mean (IQM) with 95% stratified-bootstrap "
+           "confidence intervals (rliable). *final*: the last evaluation of each run; *best*: its best "
+           "evaluation. Rows are sorted by final IQM.",
+           ""]
+    for table in comp.tables:
+        out += [f"## {table.label}", "",
+                "| experiment | seeds | env steps | final mean [95% CI] | final IQM [95% CI] "
+                "| best mean [95% CI] | best IQM [95% CI] |",
+                "|---|---|---|---|---|---|---|"]
+        for row in table.rows:
+            label = row.label + (" (in progress)" if row.in_progress else "")
+            out.append(f"| {label} | {len(row.runs)} | {steps_label(row)} | {fmt_estimate(row.final.get('mean'))} "
+                       f"| {fmt_estimate(row.final.get('iqm'))} | {fmt_estimate(row.best.get('mean'))} "
+                       f"| {fmt_estimate(row.best.get('iqm'))} |")
+        out.append("")
+        if images and table.slug in images:
+            out += [f"![{table.label}]({images[table.slug]})", ""]
+    if comp.incomplete:
+        out += ["## Unfinished or failed runs", "",
+                "Not in a group's numbers when the group has finished runs:", ""]
+        out += [f"- {describe(r)}: {r.problem}" for r in comp.incomplete] + [""]
+    if comp.missing:
+        out += ["## Missing runs", ""] + [f"- {m}" for m in comp.missing] + [""]
+    return "\n".join(out)

@@ -1,0 +1,122 @@
+"""The report's data: runs as read back from their folders, estimates, curves and the comparison.
+
+Plain data classes with no behaviour beyond reading their own fields, so that every other module
+of :mod:`marl.report` (discovery, statistics, aggregation, output, W&B publishing) can import them
+and none has to import another one's logic: the package has no import cycle
+(tests/test_architecture.py checks it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from marl.wandb_naming import experiment_key
+
+METRIC = "eval/return_mean"
+STATS = ("final", "best")
+
+
+@dataclass
+class Run:
+    """One run folder as the report sees it. ``problem`` is why it has no final result, if so."""
+
+    path: Path
+    config: dict[str, Any] | None = None
+    records: list[dict[str, Any]] = field(default_factory=list)
+    complete: bool = False
+    problem: str | None = None
+
+    @property
+    def seed(self) -> Any:
+        return (self.config or {}).get("seed")
+
+    @property
+    def key(self) -> str:
+        """The experiment: runs with the same key differ only in their seed (and bookkeeping)."""
+        assert self.config is not None
+        return experiment_key(self.config)
+
+    @property
+    def env_key(self) -> str:
+        assert self.config is not None
+        return json.dumps(self.config.get("env"), sort_keys=True, default=str)
+
+    def evals(self, metric: str) -> list[tuple[int, float]]:
+        """``(env_steps, value)`` of every evaluation record that has ``metric``."""
+        return [(int(r["env_steps"]), float(r[metric])) for r in self.records if metric in r and "env_steps" in r]
+
+    def score(self, metric: str, stat: str) -> float:
+        """The run's ``final`` (last) or ``best`` evaluation of ``metric``."""
+        values = [v for _, v in self.evals(metric)]
+        return values[-1] if stat == "final" else max(values)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate and its 95% confidence interval."""
+
+    value: float
+    low: float
+    high: float
+
+
+@dataclass
+class Curve:
+    """IQM and its 95% CI at each evaluation step; ``runs`` is how many runs reached each step."""
+
+    steps: np.ndarray
+    iqm: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    runs: np.ndarray
+
+
+@dataclass
+class Row:
+    """One experiment (a group of seeds) in one env's table."""
+
+    key: str
+    label: str
+    mixer: str
+    wandb_group: str
+    runs: list[Run]
+    in_progress: bool
+    final: dict[str, Estimate] = field(default_factory=dict)
+    best: dict[str, Estimate] = field(default_factory=dict)
+    curve: Curve | None = None
+
+    @property
+    def seeds(self) -> list[Any]:
+        return sorted((r.seed for r in self.runs), key=str)
+
+    @property
+    def env_steps(self) -> list[int]:
+        return [int(r.records[-1].get("env_steps", 0)) for r in self.runs if r.records]
+
+
+@dataclass
+class EnvTable:
+    """The experiments compared on one env (one table, one curves figure)."""
+
+    label: str
+    rows: list[Row]
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", self.label).strip("_") or "env"
+
+
+@dataclass
+class Comparison:
+    """Everything the report shows: a table per env, and the runs that are unfinished or missing."""
+
+    tables: list[EnvTable]
+    incomplete: list[Run]
+    missing: list[str]
+    metric: str = METRIC
