@@ -27,10 +27,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from marl.envs.python_vec import (
-    EnvInfo, PythonEnvConfig, PythonVecEnv, Transition, action_sizes_mask, build, load_callable, pad_obs,
-    team_reward,
+from marl.envs.python_adapter import (
+    EnvInfo, PythonEnvConfig, Transition, action_sizes_mask, load_callable, pad_obs, team_reward,
 )
+from marl.envs.python_vec import PythonVecEnv, build
 from marl.errors import ConfigError
 from marl.registry import ENVS
 
@@ -42,7 +42,7 @@ def _flatdim(space: Any) -> int:
 
 
 class GymMultiAgentEnv:
-    """One Gymnasium multi-agent env as a :class:`~marl.envs.python_vec.SingleEnv`."""
+    """One Gymnasium multi-agent env as a :class:`~marl.envs.python_adapter.SingleEnv`."""
 
     stats: tuple[str, ...] = ()
 

@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from marl.envs.gymnasium import GymMultiAgentEnv, registered_spec, to_plain
-from marl.envs.python_vec import PythonEnvConfig, PythonVecEnv, Transition, build
+from marl.envs.python_adapter import PythonEnvConfig, Transition
+from marl.envs.python_vec import PythonVecEnv, build
 from marl.errors import ConfigError
 from marl.registry import ENVS
 

@@ -30,7 +30,8 @@ from typing import Any
 
 from marl.envs.gymnasium import to_plain
 from marl.envs.pettingzoo import PettingZooParallelEnv
-from marl.envs.python_vec import PythonEnvConfig, PythonVecEnv, build
+from marl.envs.python_adapter import PythonEnvConfig
+from marl.envs.python_vec import PythonVecEnv, build
 from marl.errors import ConfigError
 from marl.registry import ENVS
 

@@ -26,10 +26,8 @@ from typing import Any
 import numpy as np
 
 from marl.envs.gymnasium import build_from_factory
-from marl.envs.python_vec import (
-    EnvInfo, PythonEnvConfig, PythonVecEnv, Transition, action_sizes_mask, pad_obs,
-    team_reward,
-)
+from marl.envs.python_adapter import EnvInfo, PythonEnvConfig, Transition, action_sizes_mask, pad_obs, team_reward
+from marl.envs.python_vec import PythonVecEnv
 from marl.errors import ConfigError
 from marl.registry import ENVS
 
@@ -44,7 +42,7 @@ def _obs_part(space: Any) -> tuple[Any, bool]:
 
 
 class PettingZooParallelEnv:
-    """One PettingZoo parallel env as a :class:`~marl.envs.python_vec.SingleEnv`."""
+    """One PettingZoo parallel env as a :class:`~marl.envs.python_adapter.SingleEnv`."""
 
     def __init__(self, env: Any, time_limit: int, team_reward: str = "sum", name: str = "pettingzoo") -> None:
         from gymnasium import spaces

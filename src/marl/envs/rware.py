@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from marl.envs.gymnasium import GymMultiAgentEnv, registered_spec, to_plain
-from marl.envs.python_vec import PythonEnvConfig, PythonVecEnv, build
+from marl.envs.python_adapter import PythonEnvConfig
+from marl.envs.python_vec import PythonVecEnv, build
 from marl.errors import ConfigError
 from marl.registry import ENVS
 

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from marl.envs.gymnasium import to_plain
-from marl.envs.python_vec import EnvInfo, PythonEnvConfig, PythonVecEnv, Transition, build
+from marl.envs.python_adapter import EnvInfo, PythonEnvConfig, Transition
+from marl.envs.python_vec import PythonVecEnv, build
 from marl.errors import ConfigError
 from marl.registry import ENVS
 
@@ -64,7 +65,7 @@ def check_installed() -> None:
 
 
 class SMACEnv:
-    """One SMAC battle as a :class:`~marl.envs.python_vec.SingleEnv`."""
+    """One SMAC battle as a :class:`~marl.envs.python_adapter.SingleEnv`."""
 
     def __init__(self, map_name: str, kwargs: dict[str, Any]) -> None:
         from smac.env import StarCraft2Env
