@@ -69,6 +69,7 @@ class LearnerConfig:
     target_update_interval: int = 200
     target_update_unit: Unit = Unit.episodes
     target_tau: float = 1.0
+    standardise_rewards: bool = False  # EPyMARL's running mean/std of the reward (marl.reward_scaling)
 
 
 @dataclass

@@ -25,6 +25,7 @@ from torch import nn
 from marl.buffers import Episodes
 from marl.config import Optimizer
 from marl.policy import Policy
+from marl.reward_scaling import RunningMeanStd
 
 
 def lambda_returns(reward: torch.Tensor, terminated: torch.Tensor, filled: torch.Tensor,
@@ -65,10 +66,22 @@ class Learner:
         else:
             self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=cfg.optim_eps, foreach=True)
         self.device = device
+        # EPyMARL's reward standardisation (marl.reward_scaling): one statistic of the team reward.
+        self.reward_scaling = (RunningMeanStd(device=device)
+                               if getattr(self.cfg, "standardise_rewards", False) else None)
 
     def loss(self, batch: Episodes) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The masked TD loss of one batch of episodes, and statistics for logging."""
+        """The masked TD loss of one batch of episodes, and statistics for logging.
+
+        With ``standardise_rewards`` the batch's real steps first update the running reward
+        statistics, then its rewards are standardised before the targets are computed (EPyMARL's
+        QLearner.train); padded steps neither update them nor reach the loss.
+        """
         actions, filled = batch["actions"], batch["filled"]
+        reward = batch["reward"]
+        if self.reward_scaling is not None:
+            self.reward_scaling.update(reward, filled)
+            reward = torch.where(filled, self.reward_scaling.normalise(reward), 0.0)
         avail = batch["avail"][:, 1:]
         avail = avail | ~avail.any(dim=-1, keepdim=True)  # no action left (e.g. dead): any will do
         q = self.policy.q_sequence(batch)  # [B, T+1, n, A]
@@ -79,7 +92,7 @@ class Learner:
             pick_from = q[:, 1:].detach() if self.cfg.double_q else target_q
             best = pick_from.masked_fill(~avail, -torch.inf).argmax(dim=-1, keepdim=True)
             next_values = self.target_mixer(target_q.gather(-1, best).squeeze(-1), batch["state"][:, 1:])
-            y = lambda_returns(batch["reward"], batch["terminated"], filled, next_values,
+            y = lambda_returns(reward, batch["terminated"], filled, next_values,
                                self.cfg.gamma, self.cfg.td_lambda)
         mask = filled.unsqueeze(-1).expand_as(q_tot).to(q_tot.dtype)
         td = (q_tot - y) * mask
@@ -107,9 +120,12 @@ class Learner:
                 tp.copy_(p) if tau == 1.0 else tp.lerp_(p, tau)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy.state_dict(), "mixer": self.mixer.state_dict(),
-                "target_policy": self.target_policy.state_dict(), "target_mixer": self.target_mixer.state_dict(),
-                "optimizer": self.optimizer.state_dict()}
+        state = {"policy": self.policy.state_dict(), "mixer": self.mixer.state_dict(),
+                 "target_policy": self.target_policy.state_dict(), "target_mixer": self.target_mixer.state_dict(),
+                 "optimizer": self.optimizer.state_dict()}
+        if self.reward_scaling is not None:
+            state["reward_scaling"] = self.reward_scaling.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
@@ -117,3 +133,6 @@ class Learner:
         self.target_policy.load_state_dict(state["target_policy"])
         self.target_mixer.load_state_dict(state["target_mixer"])
         self.optimizer.load_state_dict(state["optimizer"])
+        # Checkpoints written before the option existed have no statistics: they never had it on.
+        if self.reward_scaling is not None and "reward_scaling" in state:
+            self.reward_scaling.load_state_dict(state["reward_scaling"])
