@@ -6,7 +6,7 @@
   to the uninterrupted run with the same seed, with the same metrics.jsonl records;
 * ``resume=PATH`` continues a copied run folder; a different algorithm there is refused;
 * a run killed with SIGKILL and restarted loses at most the steps since its last checkpoint;
-* a crash while writing a checkpoint leaves the previous one loadable.
+* a crash while writing a checkpoint leaves the previous one loadable and no temp file behind.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from marl import preemption
 from marl.buffers import allocate
 from marl.buffers.episode import EpisodeBuffer
 from marl.clock import Clock, Every
-from marl.errors import ConfigError
+from marl.errors import ConfigError, WriteError
 from marl.experiment import Experiment, run
 from marl.logger import WANDB_ID_FILE
 from marl.registry import ENVS
@@ -264,14 +264,14 @@ def test_experiment_checkpoint_holds_everything_and_reloads_it_unchanged(tmp_pat
     while exp.clock.env_steps < 400:
         exp._collect_and_learn()
     exp.save()
-    exp.logger.close()
+    exp.close()
     saved = ckpt.load(tmp_path / ckpt.CHECKPOINT_FILE)
     assert {"clock", "schedules", "learner", "buffer", "runner", "rng", "pending_updates", "window",
             "logger", "seeds", "eval_env", "evaluated_at"} <= set(saved)
     assert saved["runner"]  # the in-flight episodes are in it
     again = Experiment(cfg)  # resumes from the folder
     again.save()
-    again.logger.close()
+    again.close()
     assert_same(ckpt.load(tmp_path / ckpt.CHECKPOINT_FILE), saved, "checkpoint")
 
 
@@ -412,12 +412,12 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint(tmp_path, monkeypat
         raise OSError("disk full")
 
     monkeypatch.setattr(ckpt.torch, "save", crash_mid_write)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteError, match="disk full"):
         exp.save()
     monkeypatch.undo()
-    exp.logger.close()
-    assert (tmp_path / (ckpt.CHECKPOINT_FILE + ".tmp")).exists()  # the torn write went to the temp file
+    exp.close()
+    assert not list(tmp_path.glob("*.tmp*"))  # the torn temp file was removed
     assert_same(ckpt.load(tmp_path / ckpt.CHECKPOINT_FILE), good, "checkpoint")
     resumed = Experiment(cfg)
     assert resumed.clock.env_steps == 200
-    resumed.logger.close()
+    resumed.close()

@@ -9,7 +9,9 @@ Kept free of heavy imports: Hydra instantiates callbacks in every job process to
 
 from __future__ import annotations
 
+import json
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +22,32 @@ from omegaconf import DictConfig
 def sweep_summary(sweep_dir: Path) -> str:
     """The lines printed at the end of a sweep: its folder, the report command, the W&B sync command."""
     sweep_dir = sweep_dir.resolve()
-    lines = ["", f"Sweep folder: {sweep_dir}",
-             f"Compare the runs across seeds:  python -m marl.report {shlex.quote(str(sweep_dir))}"]
+    lines = ["", f"Sweep folder: {sweep_dir}"]
+    failed = failed_runs(sweep_dir)
+    if failed:
+        lines.append(f"{len(failed)} run(s) failed (the report lists them as failed, not as results):")
+        lines += [f"  {path.relative_to(sweep_dir)}: {reason}" for path, reason in failed]
+    lines.append(f"Compare the runs across seeds:  python -m marl.report {shlex.quote(str(sweep_dir))}")
     offline = sorted(sweep_dir.glob("**/wandb/offline-run-*"))
     if offline:
         rel = offline[0].relative_to(sweep_dir).parts
         pattern = "/".join(["*"] * (len(rel) - 2) + ["wandb", "offline-run-*"])
         lines.append(f"W&B runs were logged offline; upload them with:  wandb sync {shlex.quote(str(sweep_dir))}/{pattern}")
     return "\n".join(lines)
+
+
+def failed_runs(sweep_dir: Path) -> list[tuple[Path, str]]:
+    """Run folders under ``sweep_dir`` whose ``status.json`` says they failed, with a short reason."""
+    out = []
+    for status_file in sorted(sweep_dir.glob("**/status.json")):
+        try:
+            status = json.loads(status_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if status.get("status") == "failed":
+            reason = f"{status.get('error', 'error')}: {status.get('reason', '')}"
+            out.append((status_file.parent, reason if len(reason) <= 160 else reason[:157] + "..."))
+    return out
 
 
 class SweepSummary(Callback):
@@ -41,7 +61,10 @@ class SweepSummary(Callback):
             gru_sequence.available()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
-            print(sweep_summary(Path(str(config.hydra.sweep.dir))), flush=True)
+            print(sweep_summary(sweep_dir), flush=True)
         except Exception as exc:  # a summary must never turn a finished sweep into a failure
             print(f"(could not summarise the sweep: {exc})", flush=True)
+        if failed_runs(sweep_dir):
+            sys.exit(1)  # every run was tried; the sweep as a whole did not succeed

@@ -94,9 +94,11 @@ class CheckpointConfig:
 
 @dataclass
 class WandbConfig:
-    """``mode=auto`` is online with an API key and network, offline otherwise."""
+    """``mode=auto`` is online with an API key and network, offline otherwise. An online start
+    that has not answered within ``init_timeout_s`` falls back to offline logging."""
 
     mode: str = "auto"
+    init_timeout_s: float = 30.0
     project: str = "marl"
     entity: Optional[str] = None
     group: Optional[str] = None
@@ -112,6 +114,20 @@ class LoggerConfig:
 
 
 @dataclass
+class FaultsConfig:
+    """What a run does about faults that long sweeps meet (docs/architecture.md, invariants 8, 9).
+
+    ``check_finite`` stops the run with a failed status on a NaN/inf loss, gradient norm or
+    Q-value. ``lock_wait_s`` is how long to wait for another process that holds the run folder;
+    null waits 0 s locally and 600 s inside a SLURM job (a requeued job may start while its
+    predecessor is still exiting).
+    """
+
+    check_finite: bool = True
+    lock_wait_s: Optional[float] = None
+
+
+@dataclass
 class Config:
     """One run. ``t_max`` counts in ``t_max_unit``; ``num_envs`` envs are stepped as one batch."""
 
@@ -124,6 +140,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
     seed: int = 0
     t_max: int = 50_000
     t_max_unit: Unit = Unit.env_steps
@@ -182,6 +199,10 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.device in DEVICES or cfg.device.startswith("cuda:"), "device", cfg.device,
              f"choose one of {', '.join(DEVICES)} or cuda:N")
     _require(cfg.seed >= 0, "seed", cfg.seed, "must be a non-negative integer")
+    _require(cfg.faults.lock_wait_s is None or cfg.faults.lock_wait_s >= 0, "faults.lock_wait_s",
+             cfg.faults.lock_wait_s, "must be >= 0 seconds, or null (0 locally, 600 in a SLURM job)")
+    _require(cfg.logger.wandb.init_timeout_s > 0, "logger.wandb.init_timeout_s", cfg.logger.wandb.init_timeout_s,
+             "must be > 0 seconds")
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +17,22 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from marl import preemption
-from marl.checkpoint import CHECKPOINT_FILE, load, rng_state, save_atomic, seed_everything, set_rng_state
+from marl.checkpoint import CHECKPOINT_FILE, load_latest, rng_state, save_atomic, seed_everything, set_rng_state
 from marl.clock import Clock, Every, LinearSchedule
 from marl.config import Unit, flatten, validate
 from marl.envs.base import EnvSpec, derive_seeds
-from marl.errors import ConfigError
+from marl.errors import ConfigError, NonFiniteError
 from marl.learner import Learner
 from marl.logger import METRICS_FILE, ConsoleSink, JsonlSink, Logger, Sink, WandbSink
 from marl.policy import Policy
 from marl.registry import BUFFERS, ENVS, MIXERS
+from marl.runlock import RunLock
 from marl.runner import Runner, evaluate
 
 CONFIG_FILE = "config.yaml"
 SEEDS_FILE = "seeds.json"
+STATUS_FILE = "status.json"  # written when a run fails: {"status": "failed", "reason": ..., clocks}
+ERROR_LOG = "error.log"      # the traceback of that failure, for debugging
 
 
 def resolve_device(name: str) -> torch.device:
@@ -57,13 +61,36 @@ def run_label(cfg: DictConfig) -> str:
 
 
 class Experiment:
-    """All components of one run, built from its config. ``train`` runs it to ``t_max``."""
+    """All components of one run, built from its config. ``train`` runs it to ``t_max``.
+
+    Construction has three phases: open the run folder (take its lock before anything in it is
+    read or written), build the components, then restore the newest readable checkpoint or start.
+    :meth:`close` releases the folder; :meth:`train` calls it when it ends, however it ends.
+    """
 
     def __init__(self, cfg: DictConfig, sinks: list[Sink] | None = None) -> None:
         validate(cfg)
         self.cfg = cfg
         self.run_dir = Path(cfg.resume or cfg.run_dir).resolve()
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = RunLock(self.run_dir, cfg.faults.lock_wait_s)  # invariant 9: one writer per folder
+        try:
+            self._build(cfg)
+            state = load_latest(self.run_dir)
+            if state:
+                check_resumable(cfg, self.run_dir)
+            OmegaConf.save(cfg, self.run_dir / CONFIG_FILE)
+            (self.run_dir / STATUS_FILE).unlink(missing_ok=True)  # a new attempt: no longer failed
+            self.jsonl = JsonlSink(self.run_dir / METRICS_FILE,
+                                   offset=state["logger"]["jsonl_offset"] if state else 0)
+            self.logger = Logger([self.jsonl] + (sinks if sinks is not None else self._default_sinks()))
+            if state:
+                self._restore(state)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _build(self, cfg: DictConfig) -> None:
         torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
         self.device = resolve_device(cfg.device)
@@ -76,13 +103,14 @@ class Experiment:
         spec = self.spec = self.env.spec
         mixer = MIXERS.build(cfg.mixer, n_agents=spec.n_agents, state_dim=spec.state_dim)
         check_capabilities(cfg, spec, mixer)
-        self.learner = Learner(Policy(spec, cfg.agent), mixer, cfg.learner, self.device)
+        finite = bool(cfg.faults.check_finite)
+        self.learner = Learner(Policy(spec, cfg.agent), mixer, cfg.learner, self.device, check_finite=finite)
         self.buffer = BUFFERS.build(cfg.buffer, spec=spec)
         self.generators = {"act": torch.Generator(self.device).manual_seed(self.seeds["act"]),
                            "sample": torch.Generator().manual_seed(self.seeds["sample"])}
-        self.runner = Runner(self.env, self.learner.policy, self.device, self.generators["act"])
+        self.runner = Runner(self.env, self.learner.policy, self.device, self.generators["act"], check_finite=finite)
         self.eval_runner = Runner(self.eval_env, self.learner.policy, self.device, self.generators["act"],
-                                  record=False)
+                                  record=False, check_finite=finite)
         self.clock = Clock()
         self.epsilon = LinearSchedule(cfg.epsilon.start, cfg.epsilon.finish, cfg.epsilon.anneal, cfg.epsilon.unit)
         self.schedules = {
@@ -93,16 +121,18 @@ class Experiment:
         }
         self.pending_updates = 0.0
         self.evaluated_at = -1  # env step of the last periodic eval (the final eval skips a repeat)
+        self.saved_at: int | None = None  # env step of the newest checkpoint this process wrote or read
         self.window = self._empty_window()
         self.checkpoint_path = self.run_dir / CHECKPOINT_FILE
-        state = load(self.checkpoint_path) if self.checkpoint_path.exists() else None
-        if state:
-            check_resumable(cfg, self.run_dir)
-        OmegaConf.save(cfg, self.run_dir / CONFIG_FILE)
-        self.jsonl = JsonlSink(self.run_dir / METRICS_FILE, offset=state["logger"]["jsonl_offset"] if state else 0)
-        self.logger = Logger([self.jsonl] + (sinks if sinks is not None else self._default_sinks()))
-        if state:
-            self._restore(state)
+
+    def close(self) -> None:
+        """Flush and close the logs and envs, then release the run folder."""
+        try:
+            self.logger.close()
+            self.env.close()
+            self.eval_env.close()
+        finally:
+            self.lock.release()
 
     def _default_sinks(self) -> list[Sink]:
         cfg = self.cfg
@@ -145,10 +175,37 @@ class Experiment:
             self.logger.log(clock, {"final": 1.0})
             self.save()
             return final
+        except preemption.Preempted:
+            raise
+        except NonFiniteError as exc:
+            failure = NonFiniteError(self._diverged(exc))
+            self._record_failure(failure)
+            raise failure from exc
+        except Exception as exc:
+            self._record_failure(exc)
+            raise
         finally:
-            self.logger.close()
-            self.env.close()
-            self.eval_env.close()
+            self.close()
+
+    def _diverged(self, exc: NonFiniteError) -> str:
+        lr, clip = self.cfg.learner.lr, self.cfg.learner.grad_clip
+        kept = (f"the last good checkpoint ({CHECKPOINT_FILE}, env_steps={self.saved_at}) is untouched"
+                if self.saved_at is not None else "no checkpoint had been written yet")
+        return (f"training diverged at " + ", ".join(f"{k}={v}" for k, v in self.clock.as_dict().items())
+                + f": {exc}. Likely causes: a learning rate too high (learner.lr={lr:g}), rewards too large "
+                f"for the network (rescale them, or learner.standardise_rewards=true), or loose gradient "
+                f"clipping (learner.grad_clip={clip:g}); {kept}. faults.check_finite=false turns this check off.")
+
+    def _record_failure(self, exc: BaseException) -> None:
+        """The run's status, in every place a reader looks: metrics.jsonl, status.json, W&B, error.log.
+
+        Best effort: on a full disk some of these writes fail too, and must not hide the error.
+        """
+        try:
+            self.logger.log(self.clock, {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"})
+        except Exception:
+            pass
+        record_failure(self.run_dir, exc, self.clock.as_dict())
 
     def _collect_and_learn(self) -> None:
         cfg, clock = self.learner.cfg, self.clock  # the learner's plain copy: cheap to read
@@ -208,6 +265,7 @@ class Experiment:
             "seeds": self.seeds,
         }
         save_atomic(state, self.checkpoint_path)
+        self.saved_at = self.clock.env_steps
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.clock = Clock(**state["clock"])
@@ -223,12 +281,13 @@ class Experiment:
         set_rng_state(state["rng"], self.generators)
         self.pending_updates = state["pending_updates"]
         self.window = {**state["window"], "t0": time.time()}
+        self.saved_at = self.clock.env_steps
         print(f"Resuming {self.run_dir} from its checkpoint at " + ", ".join(f"{k}={v}" for k, v in
               self.clock.as_dict().items()), file=sys.stderr, flush=True)
 
 
 # What a resumed run may change: where it writes, how long it runs, what it logs, where it runs.
-RESUME_MAY_CHANGE = ("run_dir", "resume", "t_max", "logger", "checkpoint", "device", "threads")
+RESUME_MAY_CHANGE = ("run_dir", "resume", "t_max", "logger", "checkpoint", "device", "threads", "faults")
 
 
 def check_resumable(cfg: DictConfig, run_dir: Path) -> None:
@@ -249,6 +308,19 @@ def check_resumable(cfg: DictConfig, run_dir: Path) -> None:
         raise ConfigError(f"resume={str(run_dir)!r}: the run in this folder was configured differently ("
                           + "; ".join(diffs) + f"). Pass the same overrides as that run (see {saved_file}); "
                           f"only {', '.join(RESUME_MAY_CHANGE)} may change.")
+
+
+def record_failure(run_dir: Path, exc: BaseException, clock: dict[str, int] | None = None) -> None:
+    """Write ``status.json`` (what failed, where) and the traceback to ``error.log`` in ``run_dir``."""
+    status = {"status": "failed", "error": type(exc).__name__, "reason": str(exc), **(clock or {}),
+              "time": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    for name, text in ((STATUS_FILE, json.dumps(status, indent=1) + "\n"),
+                       (ERROR_LOG, "".join(traceback.format_exception(exc)))):
+        try:
+            with open(run_dir / name, "a" if name == ERROR_LOG else "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError:
+            pass
 
 
 def run(cfg: DictConfig, sinks: list[Sink] | None = None) -> dict[str, float]:

@@ -19,7 +19,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
+from urllib.parse import urlsplit
+
+from marl.checkpoint import free_space
 from marl.clock import Clock
+from marl.errors import WriteError
 
 METRICS_FILE = "metrics.jsonl"
 WANDB_ID_FILE = "wandb_id.txt"
@@ -48,13 +52,24 @@ class JsonlSink:
         return self.file.tell()
 
     def write(self, record: dict[str, Any]) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        except OSError as exc:
+            raise WriteError(f"could not write {self.path}: {exc.strerror or exc} ({free_space(self.path.parent)}); "
+                             "the records and the checkpoint written before are intact: free some space, then start "
+                             "the run again in the same folder to resume it") from exc
 
     def close(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
+        if self.file.closed:
+            return
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+        except OSError:
+            pass  # a full disk: the failure was reported when the write failed
+        finally:
+            self.file.close()
 
 
 class ConsoleSink:
@@ -67,8 +82,8 @@ class ConsoleSink:
         self.last_eval: float | None = None
 
     def write(self, record: dict[str, Any]) -> None:
-        if record.get("final"):
-            return  # the end-of-run marker repeats the last line
+        if record.get("final") or "status" in record:
+            return  # the end-of-run marker repeats the last line; a failure is reported by launch.py
         if self.first is None:
             self.first = record
         if "eval/return_mean" in record:
@@ -113,11 +128,12 @@ def wandb_mode(requested: str) -> str:
         return env_mode
     if not os.environ.get("WANDB_API_KEY") and not _netrc_has_wandb():
         return "offline"
-    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+    url = urlsplit(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    port = url.port or (80 if url.scheme == "http" else 443)
     try:
-        socket.create_connection((host.split(":")[0], 443), timeout=2).close()
+        socket.create_connection((url.hostname or "api.wandb.ai", port), timeout=2).close()
         return "online"
-    except OSError:
+    except (OSError, ValueError):
         return "offline"
 
 
@@ -139,14 +155,18 @@ class WandbSink:
     and shows them in the UI, filters and report group-bys as dotted keys (``mixer.name``), so
     every key can be grouped on. Every metric is plotted against ``env_steps``.
 
-    W&B must never stop training: a failure in ``init`` (online) retries offline, and any other
-    failure turns the sink into a no-op after one message.
+    W&B must never stop training, nor lose the run: an online start that fails or has not
+    answered within ``init_timeout_s`` (an outage, a firewall that swallows packets) is torn down
+    and the run logs offline in the same folder, syncable later; any other failure turns the sink
+    into a no-op after one message. A ``status`` record (a failed run) goes to the run's summary
+    and ends the run with exit code 1, so W&B lists it as failed.
     """
 
     def __init__(self, run_dir: Path, cfg: dict[str, Any], settings: Any, name: str, group: str | None,
                  tags: list[str], job_type: str) -> None:
         self.run: Any = None
         self.failed = False
+        self.exit_code = 0
         self.mode = wandb_mode(settings.mode)
         self.run_dir = Path(run_dir)
         id_file = self.run_dir / WANDB_ID_FILE
@@ -156,16 +176,19 @@ class WandbSink:
             run_id = id_file.read_text().strip() if id_file.exists() else new_run_id()
             id_file.write_text(run_id)
             init = dict(project=settings.project, entity=settings.entity, group=group, name=name, tags=list(tags),
-                        job_type=job_type, config=self.plain(cfg), id=run_id, resume="allow", dir=str(self.run_dir),
-                        settings=wandb.Settings(silent=True, console="off"))
+                        job_type=job_type, config=self.plain(cfg), id=run_id, resume="allow", dir=str(self.run_dir))
             try:
-                self.run = wandb.init(mode=self.mode, **init)
+                self.run = wandb.init(mode=self.mode, settings=wandb.Settings(
+                    silent=True, console="off", init_timeout=float(settings.init_timeout_s)), **init)
             except Exception as exc:
                 if self.mode != "online":
                     raise
-                print(f"W&B online start failed ({exc}); logging offline instead", file=sys.stderr)
+                reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                print(f"W&B online start failed within {settings.init_timeout_s:g} s ({reason}); logging offline "
+                      "to the run folder instead", file=sys.stderr, flush=True)
+                wandb.teardown()  # else the half-started online run keeps the id "in use" for the retry
                 self.mode = "offline"
-                self.run = wandb.init(mode=self.mode, **init)
+                self.run = wandb.init(mode=self.mode, settings=wandb.Settings(silent=True, console="off"), **init)
             self.run.define_metric("env_steps")
             self.run.define_metric("*", step_metric="env_steps")
         except Exception as exc:  # W&B must never stop training
@@ -195,6 +218,10 @@ class WandbSink:
         if self.failed:
             return
         try:
+            if "status" in record:
+                self.run.summary.update({"status": record["status"], "failure_reason": record.get("reason", "")})
+                self.exit_code = 1
+                return
             self.run.log(record)
         except Exception as exc:
             self._fail("logging", exc)
@@ -203,7 +230,7 @@ class WandbSink:
         if self.run is None:
             return
         try:
-            self.run.finish()
+            self.run.finish(exit_code=self.exit_code)
         except Exception as exc:
             print(f"W&B finish failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         if self.mode == "offline":

@@ -15,6 +15,7 @@ import torch
 
 from marl.buffers import Episodes, allocate
 from marl.envs.base import TimeStep, VecEnv
+from marl.errors import NonFiniteError
 from marl.policy import Policy, select_actions
 
 
@@ -32,9 +33,9 @@ class StepResult:
 
 class Runner:
     def __init__(self, env: VecEnv, policy: Policy, device: torch.device, generator: torch.Generator,
-                 record: bool = True) -> None:
+                 record: bool = True, check_finite: bool = True) -> None:
         self.env, self.policy, self.device, self.generator = env, policy, device, generator
-        self.record = record
+        self.record, self.check_finite = record, check_finite
         self.B, self.spec = env.num_envs, env.spec
         self.rows = torch.arange(self.B)
         self.stage = allocate(self.spec, self.B) if record else {}
@@ -64,6 +65,8 @@ class Runner:
         ts = self.ts
         obs = ts.obs.to(self.device).unsqueeze(1)
         q, self.hidden = self.policy(obs, self.last_action.to(self.device).unsqueeze(1), self.hidden)
+        if self.check_finite and not bool(torch.isfinite(q).all()):  # argmax over NaN would pick action 0
+            raise NonFiniteError("non-finite Q-values while acting")
         actions = select_actions(q[:, 0], ts.avail.to(self.device), epsilon, self.generator).cpu()
         nxt = self.env.step(actions)
         reward, terminated = nxt.reward.cpu(), nxt.terminated.cpu()

@@ -36,7 +36,7 @@ def compare(paths: Sequence[Path], metric: str = METRIC, reps: int = 2000, seed:
     """Find, group and aggregate the runs under ``paths``."""
     runs, missing = find_runs([Path(p) for p in paths])
     incomplete = [r for r in runs if not r.complete]
-    usable = [r for r in runs if r.config is not None and r.evals(metric)]
+    usable = [r for r in runs if r.config is not None and not r.failed and r.evals(metric)]
     by_env: dict[str, dict[str, list[Run]]] = {}
     for run in usable:
         by_env.setdefault(run.env_key, {}).setdefault(run.key, []).append(run)

@@ -53,7 +53,8 @@ def to_markdown(comp: Comparison, images: dict[str, str] | None = None) -> str:
             out += [f"![{table.label}]({images[table.slug]})", ""]
     if comp.incomplete:
         out += ["## Unfinished or failed runs", "",
-                "Not in a group's numbers when the group has finished runs:", ""]
+                "Failed runs are never in the numbers; unfinished ones only when their group has no finished run:",
+                ""]
         out += [f"- {describe(r)}: {r.problem}" for r in comp.incomplete] + [""]
     if comp.missing:
         out += ["## Missing runs", ""] + [f"- {m}" for m in comp.missing] + [""]

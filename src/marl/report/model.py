@@ -30,6 +30,7 @@ class Run:
     config: dict[str, Any] | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
     complete: bool = False
+    failed: bool = False  # stopped on a fault (diverged, disk full): never counted as a result
     problem: str | None = None
 
     @property

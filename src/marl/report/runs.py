@@ -67,7 +67,11 @@ def load_run(run_dir: Path) -> Run:
         return run
     run.records = read_records(metrics_file)
     run.complete = any("final" in r for r in run.records)
-    if not run.complete:
+    failure = next((r for r in reversed(run.records) if r.get("status") == "failed"), None)
+    if failure is not None:
+        run.complete, run.failed = False, True
+        run.problem = f"failed at {failure.get('env_steps', '?')} env_steps: {failure.get('reason', 'no reason recorded')}"
+    elif not run.complete:
         if not run.records:
             run.problem = "no metrics yet (still starting, or failed before the first record)"
         else:
