@@ -343,3 +343,16 @@ def test_a_sweep_goes_on_past_a_failed_run_and_counts_it(tmp_path):
     assert "python -m marl.report" in done.stdout
     (good,) = [p for p in sweep.iterdir() if "0.0005" in p.name]
     assert read_metrics(good)[-1].get("final") == 1.0  # the other run finished
+
+
+def test_a_finished_run_kept_without_checkpoints_is_not_trained_again(tmp_path):
+    """Committed results (config.yaml + metrics.jsonl) survive a relaunch of their sweep."""
+    run_dir = tmp_path / "run"
+    run(run_config(run_dir, *SHORT, "t_max=400", "checkpoint.interval=200", "eval.interval=200"))
+    for name in (ckpt.CHECKPOINT_FILE, ckpt.PREVIOUS_FILE):
+        (run_dir / name).unlink()
+    metrics = (run_dir / "metrics.jsonl").read_bytes()
+    done = launch(run_dir, *SHORT, "t_max=400", "checkpoint.interval=200", "eval.interval=200")
+    assert done.returncode == 0, done.stderr
+    assert "holds a finished run" in done.stderr
+    assert (run_dir / "metrics.jsonl").read_bytes() == metrics and not (run_dir / ckpt.CHECKPOINT_FILE).exists()

@@ -60,6 +60,32 @@ def run_label(cfg: DictConfig) -> str:
     return f"{cfg.env.name} {cfg.mixer.name} seed={cfg.seed}"
 
 
+class AlreadyFinished(Exception):
+    """The folder holds a finished run and no checkpoint (e.g. results kept without checkpoints):
+    nothing to do, and starting afresh would truncate its metrics."""
+
+    def __init__(self, run_dir: Path, result: dict[str, float]) -> None:
+        super().__init__(f"{run_dir} holds a finished run (its metrics.jsonl has the final record); "
+                         "nothing to do. Use another folder to train it again.")
+        self.result = result
+
+
+def finished_result(metrics_file: Path) -> dict[str, float] | None:
+    """The last evaluation of a run whose ``metrics.jsonl`` has its final record, else None."""
+    if not metrics_file.is_file():
+        return None
+    records = []
+    for line in metrics_file.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue  # a torn last line
+    if not any("final" in r for r in records):
+        return None
+    evals = [r for r in records if "eval/return_mean" in r]
+    return {k: v for k, v in evals[-1].items() if k.startswith("eval/")} if evals else {}
+
+
 class Experiment:
     """All components of one run, built from its config. ``train`` runs it to ``t_max``.
 
@@ -75,8 +101,10 @@ class Experiment:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.lock = RunLock(self.run_dir, cfg.faults.lock_wait_s)  # invariant 9: one writer per folder
         try:
-            self._build(cfg)
             state = load_latest(self.run_dir)
+            if state is None and (final := finished_result(self.run_dir / METRICS_FILE)) is not None:
+                raise AlreadyFinished(self.run_dir, final)
+            self._build(cfg)
             if state:
                 check_resumable(cfg, self.run_dir)
             OmegaConf.save(cfg, self.run_dir / CONFIG_FILE)
@@ -324,5 +352,14 @@ def record_failure(run_dir: Path, exc: BaseException, clock: dict[str, int] | No
 
 
 def run(cfg: DictConfig, sinks: list[Sink] | None = None) -> dict[str, float]:
-    """Train one run in ``cfg.run_dir`` (resuming from its checkpoint if it has one)."""
-    return Experiment(cfg, sinks=sinks).train()
+    """Train one run in ``cfg.run_dir`` (resuming from its checkpoint if it has one).
+
+    A folder that holds a finished run without a checkpoint is left as it is, so that a sweep
+    relaunched over committed results trains only the runs that are missing.
+    """
+    try:
+        experiment = Experiment(cfg, sinks=sinks)
+    except AlreadyFinished as done:
+        print(done, file=sys.stderr, flush=True)
+        return done.result
+    return experiment.train()
