@@ -3,6 +3,11 @@
 Runs are grouped by their config minus the seed (:attr:`marl.report.model.Run.key`, the same key
 as their W&B group), one table per env. A group's numbers use its finished runs, or, when none
 has finished, its latest evaluations (the row is then marked "in progress").
+
+Next to the final and best return, EPyMARL's two metrics (docs/report.md): the *maximum* return
+(the evaluation point at which the mean over seeds is highest, :func:`marl.report.stats.maximum_over_seeds`)
+and the *average* return (each run's mean over its evaluations). With ``per_agent``, every value of
+the metric is divided by the run's :func:`marl.report.runs.return_divisor` first.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ import numpy as np
 from marl.config import flatten
 from marl.report.labels import env_labels, group_labels
 from marl.report.model import METRIC, STATS, Comparison, EnvTable, Row, Run
-from marl.report.runs import find_runs
-from marl.report.stats import learning_curve, mean_and_iqm
+from marl.report.runs import find_runs, return_divisor
+from marl.report.stats import evaluation_points, learning_curve, maximum_over_seeds, mean_and_iqm
 
 
 def _wandb_group(run: Run) -> str:
@@ -32,11 +37,19 @@ def _wandb_group(run: Run) -> str:
 
 
 def compare(paths: Sequence[Path], metric: str = METRIC, reps: int = 2000, seed: int = 0,
-            curve_reps: int = 1000) -> Comparison:
-    """Find, group and aggregate the runs under ``paths``."""
+            curve_reps: int = 1000, per_agent: bool = False) -> Comparison:
+    """Find, group and aggregate the runs under ``paths``.
+
+    ``per_agent``: divide every value of ``metric`` by the run's number of agents where its team
+    reward sums the agents' rewards (:func:`marl.report.runs.return_divisor`; ValueError naming the
+    run when that number is unknown).
+    """
     runs, missing = find_runs([Path(p) for p in paths])
     incomplete = [r for r in runs if not r.complete]
     usable = [r for r in runs if r.config is not None and not r.failed and r.evals(metric)]
+    if per_agent:
+        for run in usable:
+            run.divisor = float(return_divisor(run))
     by_env: dict[str, dict[str, list[Run]]] = {}
     for run in usable:
         by_env.setdefault(run.env_key, {}).setdefault(run.key, []).append(run)
@@ -56,12 +69,37 @@ def compare(paths: Sequence[Path], metric: str = METRIC, reps: int = 2000, seed:
             estimates = mean_and_iqm(scores[stat], reps=reps, seed=seed)
             for row in rows:
                 setattr(row, stat, estimates.get(row.key, {}))
+        add_epymarl_metrics(rows, metric, reps=reps, seed=seed)
         for row in rows:
             row.curve = learning_curve([r.evals(metric) for r in row.runs], reps=curve_reps, seed=seed)
         rows.sort(key=lambda r: (-r.final["iqm"].value if r.final else float("inf"), r.label))
-        tables.append(EnvTable(env_names[env_key], rows))
+        divisors = {r.divisor for row in rows for r in row.runs}
+        tables.append(EnvTable(env_names[env_key], rows, divisor=max(divisors) if per_agent else None))
     tables.sort(key=lambda t: t.label)
-    return Comparison(tables=tables, incomplete=incomplete, missing=missing, metric=metric)
+    return Comparison(tables=tables, incomplete=incomplete, missing=missing, metric=metric, per_agent=per_agent)
+
+
+def seed_points(run: Run, metric: str) -> dict[int, tuple[int, float]]:
+    """``{evaluation point: (env_steps, value)}`` of one run (:func:`marl.report.stats.evaluation_points`)."""
+    interval, unit = run.eval_schedule
+    evals = run.evals(metric)
+    points = evaluation_points(run.eval_counts(metric, unit), interval)
+    return dict(zip(points, evals))
+
+
+def add_epymarl_metrics(rows: list[Row], metric: str, reps: int = 2000, seed: int = 0) -> None:
+    """Set each row's ``maximum`` (with ``maximum_step``, ``maximum_scores``) and ``average`` estimates."""
+    maxima = {}
+    for row in rows:
+        found = maximum_over_seeds([seed_points(r, metric) for r in row.runs])
+        if found is not None:
+            _, row.maximum_step, row.maximum_scores = found
+            maxima[row.key] = np.array(list(row.maximum_scores.values()))
+    averages = {row.key: np.array([r.score(metric, "average") for r in row.runs]) for row in rows}
+    for stat, scores in (("maximum", maxima), ("average", averages)):
+        estimates = mean_and_iqm(scores, reps=reps, seed=seed)
+        for row in rows:
+            setattr(row, stat, estimates.get(row.key, {}))
 
 
 def _without_env(config: dict[str, Any] | None) -> dict[str, Any]:

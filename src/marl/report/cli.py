@@ -1,9 +1,13 @@
-"""Compare experiments across seeds: ``python -m marl.report PATH... [--out DIR] [--marl-eval] [--wandb]``.
+"""Compare experiments across seeds:
+``python -m marl.report PATH... [--out DIR] [--per-agent] [--marl-eval] [--wandb]``.
 
 PATHs are sweep folders, run folders, or any folder above them. Runs are grouped by their config
 minus the seed (:func:`marl.wandb_naming.experiment_key`, the same key as their W&B group), and
 for each env the report gives the final and the best evaluation return of each group as mean and
-interquartile mean (IQM) with 95% stratified-bootstrap confidence intervals over seeds (rliable).
+interquartile mean (IQM) with 95% stratified-bootstrap confidence intervals over seeds (rliable),
+and EPyMARL's maximum return (at the evaluation step where the mean over seeds is highest) and
+average return (each run's mean over its evaluations). ``--per-agent`` divides the returns by
+the env's number of agents (where the team reward is their sum), as EPyMARL's paper does for MPE.
 
 It writes to ``--out`` (default ``<first PATH>/report``): ``report.md`` (the tables, also printed),
 ``curves_<env>.png`` (IQM learning curves with shaded CIs), ``summary.csv`` (one row per group),
@@ -32,6 +36,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--metric", default=METRIC, help=f"the evaluation metric to compare (default {METRIC})")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the tables (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    p.add_argument("--per-agent", action="store_true",
+                   help="divide each run's returns by its env's number of agents where its team reward is the sum "
+                        "of the agents' rewards (EPyMARL's paper does so for MPE); 1 where it is already per agent")
     p.add_argument("--marl-eval", action="store_true", help="also write marl-eval compatible marl_eval.json")
     p.add_argument("--wandb", action="store_true", help="also publish the comparison as a W&B Report (online only)")
     return p.parse_args(argv)
@@ -43,8 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"--reps={args.reps} is invalid: must be >= 1", file=sys.stderr)
         return 2
     try:
-        comp = compare(args.paths, metric=args.metric, reps=args.reps, seed=args.seed)
-    except FileNotFoundError as exc:
+        comp = compare(args.paths, metric=args.metric, reps=args.reps, seed=args.seed, per_agent=args.per_agent)
+    except (FileNotFoundError, ValueError) as exc:
         print(f"marl.report: {exc}", file=sys.stderr)
         return 2
     if not comp.tables and not comp.incomplete and not comp.missing:

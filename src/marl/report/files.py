@@ -9,14 +9,22 @@ from pathlib import Path
 from typing import Any
 
 from marl.report.markdown import steps_label, to_markdown
-from marl.report.model import STATS, Comparison
+from marl.report.model import EPYMARL_STATS, STATS, Comparison
 from marl.report.plot import plot_curves
 
 
 def write_csv(comp: Comparison, path: Path) -> Path:
-    """One row per experiment and env, every number of the tables."""
+    """One row per experiment and env, every number of the tables.
+
+    After the final/best columns: EPyMARL's ``maximum_*`` and ``average_*`` (mean and IQM with CIs),
+    ``maximum_env_steps`` (where the mean over seeds peaks), ``maximum_n_seeds`` (the seeds that
+    evaluated that point) and ``return_divisor`` (what ``--per-agent`` divided the values by; empty
+    for team returns).
+    """
+    aggs = [f"{s}_{a}{x}" for s in STATS for a in ("mean", "iqm") for x in ("", "_ci_low", "_ci_high")]
+    epymarl = [f"{s}_{a}{x}" for s in EPYMARL_STATS for a in ("mean", "iqm") for x in ("", "_ci_low", "_ci_high")]
     head = ["env", "experiment", "mixer", "status", "seeds", "n_seeds", "env_steps", "wandb_group", "experiment_key"]
-    head += [f"{s}_{a}{x}" for s in STATS for a in ("mean", "iqm") for x in ("", "_ci_low", "_ci_high")]
+    head += aggs + epymarl + ["maximum_env_steps", "maximum_n_seeds", "return_divisor"]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(head)
@@ -24,28 +32,33 @@ def write_csv(comp: Comparison, path: Path) -> Path:
             for row in table.rows:
                 values = [table.label, row.label, row.mixer, "in progress" if row.in_progress else "complete",
                           " ".join(map(str, row.seeds)), len(row.runs), steps_label(row), row.wandb_group, row.key]
-                for stat in STATS:
+                for stat in STATS + EPYMARL_STATS:
                     for agg in ("mean", "iqm"):
                         e = getattr(row, stat).get(agg)
                         values += [e.value, e.low, e.high] if e else ["", "", ""]
+                values += ["" if row.maximum_step is None else row.maximum_step, len(row.maximum_scores),
+                           "" if table.divisor is None else table.divisor]
                 w.writerow(values)
     return path
 
 
 def write_runs_csv(comp: Comparison, path: Path) -> Path:
-    """One row per run: where it is, its group, seed, final and best return, or why it has none."""
+    """One row per run: where it is, its group, seed, final and best return, or why it has none; then its
+    average return and its value at its group's maximum-return step (empty when it did not evaluate it)."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["env", "experiment", "seed", "final", "best", "env_steps", "status", "path"])
+        w.writerow(["env", "experiment", "seed", "final", "best", "env_steps", "status", "path", "average",
+                    "at_maximum"])
         for table in comp.tables:
             for row in table.rows:
-                for run in row.runs:
+                for i, run in enumerate(row.runs):
                     w.writerow([table.label, row.label, run.seed, run.score(comp.metric, "final"),
                                 run.score(comp.metric, "best"), run.records[-1].get("env_steps", ""),
-                                "complete" if run.complete else run.problem, run.path])
+                                "complete" if run.complete else run.problem, run.path,
+                                run.score(comp.metric, "average"), row.maximum_scores.get(i, "")])
         for run in comp.incomplete:
             if not any(run in row.runs for t in comp.tables for row in t.rows):
-                w.writerow(["", "", run.seed, "", "", "", run.problem, run.path])
+                w.writerow(["", "", run.seed, "", "", "", run.problem, run.path, "", ""])
     return path
 
 
@@ -81,7 +94,8 @@ def write_report(comp: Comparison, out: Path, marl_eval: bool = False) -> dict[s
     for table in comp.tables:
         curves = {row.label: row.curve for row in table.rows if row.curve is not None}
         if curves:
-            png = plot_curves(curves, table.label, out / f"curves_{table.slug}.png", comp.metric)
+            metric = comp.metric + (" per agent" if table.divisor is not None else "")
+            png = plot_curves(curves, table.label, out / f"curves_{table.slug}.png", metric)
             files[f"curves_{table.slug}"] = png
             images[table.slug] = png.name
     files["markdown"] = out / "report.md"

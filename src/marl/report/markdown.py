@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from marl.report.model import Comparison, Estimate, Row
+from marl.report.model import Comparison, EnvTable, Estimate, Row
 from marl.report.runs import describe
 
 
@@ -30,24 +30,47 @@ def steps_label(row: Row) -> str:
     return f"{min(steps)}" if min(steps) == max(steps) else f"{min(steps)}–{max(steps)}"
 
 
+def per_agent_note(table: EnvTable) -> str:
+    """How the table's returns are scaled under ``--per-agent`` ("" for team returns)."""
+    if table.divisor is None:
+        return ""
+    if table.divisor == 1:
+        return "returns per agent: the team reward is already every agent's reward, not divided"
+    return f"returns per agent: team returns divided by {table.divisor:g} agents"
+
+
+def maximum_step_label(row: Row) -> str:
+    """The env step of the row's maximum return, and how many seeds it is over when not all of them."""
+    if row.maximum_step is None:
+        return "—"
+    n = len(row.maximum_scores)
+    return f"{row.maximum_step}" + (f" ({n} of {len(row.runs)} seeds)" if n != len(row.runs) else "")
+
+
 def to_markdown(comp: Comparison, images: dict[str, str] | None = None) -> str:
     """The report as markdown: a table per env, then the runs that are missing or unfinished."""
-    out = [f"# Comparison of {sum(len(t.rows) for t in comp.tables)} experiments",
-           "",
-           f"`{comp.metric}` over seeds: mean and interquartile mean (IQM) with 95% stratified-bootstrap "
-           "confidence intervals (rliable). *final*: the last evaluation of each run; *best*: its best "
-           "evaluation. Rows are sorted by final IQM.",
-           ""]
+    intro = (f"`{comp.metric}` over seeds: mean and interquartile mean (IQM) with 95% stratified-bootstrap "
+             "confidence intervals (rliable). *final*: the last evaluation of each run; *best*: its best "
+             "evaluation. Rows are sorted by final IQM. EPyMARL's metrics, mean over seeds: *maximum*: at the "
+             "evaluation step where the mean over seeds is highest (*maximum at*); *average*: each run's mean "
+             "over all its evaluations.")
+    if comp.per_agent:
+        intro += (" **Per agent** (`--per-agent`): each run's values are divided by its number of agents where "
+                  "its team reward is the sum of the agents' rewards.")
+    out = [f"# Comparison of {sum(len(t.rows) for t in comp.tables)} experiments", "", intro, ""]
     for table in comp.tables:
-        out += [f"## {table.label}", "",
+        note = per_agent_note(table)
+        out += [f"## {table.label}" + (f" ({note})" if note else ""), "",
                 "| experiment | seeds | env steps | final mean [95% CI] | final IQM [95% CI] "
-                "| best mean [95% CI] | best IQM [95% CI] |",
-                "|---|---|---|---|---|---|---|"]
+                "| best mean [95% CI] | best IQM [95% CI] | maximum mean [95% CI] | maximum at (env steps) "
+                "| average mean [95% CI] |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for row in table.rows:
             label = row.label + (" (in progress)" if row.in_progress else "")
             out.append(f"| {label} | {len(row.runs)} | {steps_label(row)} | {fmt_estimate(row.final.get('mean'))} "
                        f"| {fmt_estimate(row.final.get('iqm'))} | {fmt_estimate(row.best.get('mean'))} "
-                       f"| {fmt_estimate(row.best.get('iqm'))} |")
+                       f"| {fmt_estimate(row.best.get('iqm'))} | {fmt_estimate(row.maximum.get('mean'))} "
+                       f"| {maximum_step_label(row)} | {fmt_estimate(row.average.get('mean'))} |")
         out.append("")
         if images and table.slug in images:
             out += [f"![{table.label}]({images[table.slug]})", ""]

@@ -20,6 +20,7 @@ from marl.wandb_naming import experiment_key
 
 METRIC = "eval/return_mean"
 STATS = ("final", "best")
+EPYMARL_STATS = ("maximum", "average")  # EPyMARL's two metrics (docs/report.md), next to STATS
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Run:
     complete: bool = False
     failed: bool = False  # stopped on a fault (diverged, disk full): never counted as a result
     problem: str | None = None
+    divisor: float = 1.0  # every value of the compared metric is divided by it (--per-agent: the agents)
 
     @property
     def seed(self) -> Any:
@@ -49,13 +51,30 @@ class Run:
         return json.dumps(self.config.get("env"), sort_keys=True, default=str)
 
     def evals(self, metric: str) -> list[tuple[int, float]]:
-        """``(env_steps, value)`` of every evaluation record that has ``metric``."""
-        return [(int(r["env_steps"]), float(r[metric])) for r in self.records if metric in r and "env_steps" in r]
+        """``(env_steps, value)`` of every evaluation record that has ``metric`` (value / ``divisor``)."""
+        return [(int(r["env_steps"]), float(r[metric]) / self.divisor) for r in self.records
+                if metric in r and "env_steps" in r]
+
+    def eval_counts(self, metric: str, unit: str) -> list[int | None]:
+        """The ``unit`` clock (env_steps, episodes, grad_steps) at each evaluation of :meth:`evals`."""
+        return [int(r[unit]) if unit in r else None for r in self.records if metric in r and "env_steps" in r]
+
+    @property
+    def eval_schedule(self) -> tuple[int | None, str]:
+        """``(eval.interval, eval.unit)`` of the run's config (interval None when it has none)."""
+        ev = (self.config or {}).get("eval") or {}
+        interval = ev.get("interval")
+        return (int(interval) if isinstance(interval, (int, float)) and interval > 0 else None,
+                str(ev.get("unit", "env_steps")))
 
     def score(self, metric: str, stat: str) -> float:
-        """The run's ``final`` (last) or ``best`` evaluation of ``metric``."""
+        """The run's ``final`` (last), ``best`` (highest) or ``average`` (mean of all) evaluation of ``metric``."""
         values = [v for _, v in self.evals(metric)]
-        return values[-1] if stat == "final" else max(values)
+        if stat == "final":
+            return values[-1]
+        if stat == "average":
+            return float(np.mean(values))
+        return max(values)
 
 
 @dataclass(frozen=True)
@@ -90,6 +109,10 @@ class Row:
     in_progress: bool
     final: dict[str, Estimate] = field(default_factory=dict)
     best: dict[str, Estimate] = field(default_factory=dict)
+    maximum: dict[str, Estimate] = field(default_factory=dict)  # over seeds, at maximum_step
+    average: dict[str, Estimate] = field(default_factory=dict)
+    maximum_step: int | None = None  # env steps of the evaluation point where the mean over seeds peaks
+    maximum_scores: dict[int, float] = field(default_factory=dict)  # index in runs -> value at that point
     curve: Curve | None = None
 
     @property
@@ -107,6 +130,7 @@ class EnvTable:
 
     label: str
     rows: list[Row]
+    divisor: float | None = None  # --per-agent: what the env's returns were divided by (None: team returns)
 
     @property
     def slug(self) -> str:
@@ -121,3 +145,4 @@ class Comparison:
     incomplete: list[Run]
     missing: list[str]
     metric: str = METRIC
+    per_agent: bool = False  # --per-agent: every value of the metric divided by the run's number of agents

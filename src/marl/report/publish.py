@@ -1,6 +1,7 @@
 """Publish a comparison as a W&B Report (``python -m marl.report ... --wandb``), via ``wandb-workspaces``.
 
-The report holds the markdown tables of :mod:`marl.report.markdown` and, per env, a panel of the compared
+The report holds the markdown tables of :mod:`marl.report.markdown` (final, best, maximum and average
+return, per agent with ``--per-agent``) and, per env, a panel of the compared
 runs (selected by their W&B run ids, from ``wandb_id.txt`` in each run folder), grouped by
 ``config.mixer.name``, plotting ``eval/return_mean`` against ``env_steps``. (Selecting by group
 name would be as good, but wandb-workspaces 0.4 turns a ``=`` inside a filter's string value into
@@ -48,7 +49,9 @@ def build_report(comp: Comparison, entity: str, project: str, title: str) -> Any
         ids = sorted(run_id for row in table.rows for run in row.runs if (run_id := wandb_run_id(run.path)))
         runset = wr.Runset(entity=entity, project=project, name=table.label,
                            filters=f"Metric('ID') in {ids!r}", groupby=[GROUP_BY])
-        plot = wr.LinePlot(title=f"{table.label}: {comp.metric}", x="env_steps", y=[comp.metric],
+        # the panel plots what the runs logged: team returns even where the tables are --per-agent
+        note = " (team return; the tables above are per agent)" if table.divisor not in (None, 1) else ""
+        plot = wr.LinePlot(title=f"{table.label}: {comp.metric}{note}", x="env_steps", y=[comp.metric],
                            groupby_aggfunc="mean", groupby_rangefunc="stderr")
         blocks += [wr.H2(table.label), wr.PanelGrid(runsets=[runset], panels=[plot])]
     return wr.Report(entity=entity, project=project, title=title[:128],

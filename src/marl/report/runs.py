@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,58 @@ def describe(run: Run) -> str:
         return str(run.path)
     mixer = (run.config.get("mixer") or {}).get("name", "?")
     return f"{run.path} ({mixer}, seed {run.seed})"
+
+
+
+MATRIX_GAMES = ("two_step", "climbing", "penalty", "nonmonotonic")  # two players each (marl.envs.matrix)
+SHARED_REWARD_ENVS = MATRIX_GAMES + ("smac", "smax")  # one team reward, which is every agent's reward
+MPE_AGENTS = {"simple_speaker_listener": 2, "simple_reference": 2}  # fixed by the scenario (mpe2 1.1.1)
+MPE_SPREAD_DEFAULT_N = 3  # mpe2 simple_spread_v3's default N
+
+
+def n_agents(config: dict[str, Any]) -> int:
+    """The number of agents of a run's env, read from its config alone (nothing is built or imported).
+
+    Matrix games: 2. LBF: ``env.kwargs.players``, else the ``<N>p`` of ``env.key``. RWARE:
+    ``env.kwargs.n_agents``, else the ``<N>ag`` of ``env.key``. MPE: simple_spread's
+    ``env.kwargs.N`` (default 3), simple_speaker_listener and simple_reference 2. VMAS:
+    ``env.scenario_kwargs.n_agents``. Raises ValueError for anything else.
+    """
+    env = config.get("env") or {}
+    name, kwargs = str(env.get("name")), env.get("kwargs") or {}
+    if name in MATRIX_GAMES:
+        return 2
+    if name in ("lbf", "rware"):
+        key, pattern = ("players", r"-(\d+)p-") if name == "lbf" else ("n_agents", r"-(\d+)ag\b")
+        if key in kwargs:
+            return int(kwargs[key])
+        m = re.search(pattern, str(env.get("key", "")))
+        if m:
+            return int(m.group(1))
+    if name == "mpe":
+        scenario = str(env.get("scenario", "simple_spread"))
+        if scenario == "simple_spread":
+            return int(kwargs.get("N", MPE_SPREAD_DEFAULT_N))
+        if scenario in MPE_AGENTS:
+            return MPE_AGENTS[scenario]
+        name = f"mpe {scenario}"
+    if name == "vmas" and "n_agents" in (env.get("scenario_kwargs") or {}):
+        return int(env["scenario_kwargs"]["n_agents"])
+    raise ValueError(f"the number of agents of env {name!r} is not known from its config (known: the matrix "
+                     "games, lbf, rware, mpe simple_spread/simple_speaker_listener/simple_reference, vmas with "
+                     "env.scenario_kwargs.n_agents)")
+
+
+def return_divisor(run: Run) -> int:
+    """What ``--per-agent`` divides a run's returns by: its number of agents where the team reward is the
+    sum of the agents' rewards (``env.team_reward=sum``, the default), else 1: the team reward is then
+    already per agent (``env.team_reward=mean``, or one shared payoff that every agent receives: the
+    matrix games, SMAC, SMAX). Raises ValueError naming the run when the number of agents is unknown."""
+    assert run.config is not None
+    env = run.config.get("env") or {}
+    if str(env.get("name")) in SHARED_REWARD_ENVS or str(env.get("team_reward", "sum")) == "mean":
+        return 1
+    try:
+        return n_agents(run.config)
+    except ValueError as exc:
+        raise ValueError(f"--per-agent: {describe(run)}: {exc}") from exc

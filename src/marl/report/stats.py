@@ -100,3 +100,49 @@ def learning_curve(evals: list[list[tuple[int, float]]], reps: int = 1000, seed:
         iqm[start:end], low[start:end], high[start:end] = points["c"], intervals["c"][0], intervals["c"][1]
         start = end
     return Curve(steps=grid, iqm=iqm, low=low, high=high, runs=covered.sum(axis=0))
+
+
+def evaluation_points(counts: list[int | None], interval: int | None) -> list[int]:
+    """The group's evaluation point of each of one run's evaluations, in order (for the maximum return).
+
+    With an evaluation schedule (``eval.interval`` in ``eval.unit``), an evaluation counted ``c``
+    on that clock is point ``c // interval``: the multiple of the interval that triggered it
+    (:class:`marl.clock.Every` fires at the first count at or past each multiple, so a batched env
+    that overshoots, ``50003`` for ``50000``, still lands on its multiple, and a multiple that was
+    jumped over leaves its point empty instead of shifting the later ones). An evaluation in the
+    same interval as the run's previous one (the final evaluation at a ``t_max`` that is not a
+    multiple of the interval) takes the next point. Without a schedule (or a count), point =
+    evaluation index.
+    """
+    points: list[int] = []
+    for i, count in enumerate(counts):
+        point = i if interval is None or count is None else int(count // interval)
+        if points and point <= points[-1]:
+            point = points[-1] + 1
+        points.append(point)
+    return points
+
+
+def maximum_over_seeds(runs: list[dict[int, tuple[int, float]]]) -> tuple[int, int, dict[int, float]] | None:
+    """EPyMARL's maximum return: the evaluation point at which the mean over seeds is highest.
+
+    ``runs`` holds, per seed, ``{point: (env_steps, value)}`` (points from
+    :func:`evaluation_points`). Only the points that the most seeds evaluated are candidates (all
+    seeds, unless no point is common to all: a seed that stopped early, still running, does not
+    let a later point that fewer seeds reached win on a smaller sample). Ties go to the earliest
+    point. Returns ``(point, env_steps, {seed index: value})``, ``env_steps`` being the earliest
+    env step at which a seed evaluated that point; None when no seed has an evaluation.
+    """
+    reached: dict[int, int] = {}
+    for run in runs:
+        for point in run:
+            reached[point] = reached.get(point, 0) + 1
+    if not reached:
+        return None
+    most = max(reached.values())
+    candidates = sorted(p for p, n in reached.items() if n == most)
+    means = [np.mean([run[p][1] for run in runs if p in run]) for p in candidates]
+    point = candidates[int(np.argmax(means))]
+    values = {i: run[point][1] for i, run in enumerate(runs) if point in run}
+    steps = min(run[point][0] for run in runs if point in run)
+    return point, steps, values
