@@ -33,6 +33,22 @@ class RNNAgent(nn.Module):
         self.fc1 = nn.Linear(input_dim, hidden_dim)
         self.rnn = nn.GRU(hidden_dim, hidden_dim)
         self.fc2 = nn.Linear(hidden_dim, n_actions)
+        self.sequence_kernel = True  # False: the plain unrolled GRU (a vectorised learner's template)
+
+    def _unrolled(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The GRU step by step in plain torch ops (``torch.gru_cell``'s maths): what
+        ``torch.func.vmap`` can batch over members, which neither nn.GRU nor the fused kernel is."""
+        rnn = self.rnn
+        gates_x = nn.functional.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0)  # all steps at once
+        out = []
+        for t in range(x.shape[0]):
+            x_r, x_z, x_n = gates_x[t].chunk(3, dim=-1)
+            h_r, h_z, h_n = nn.functional.linear(h, rnn.weight_hh_l0, rnn.bias_hh_l0).chunk(3, dim=-1)
+            r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+            n = torch.tanh(x_n + r * h_n)
+            h = n + z * (h - n)
+            out.append(h)
+        return torch.stack(out)
 
     def initial_hidden(self, n: int, device: torch.device) -> torch.Tensor:
         return torch.zeros(n, self.hidden_dim, device=device)
@@ -44,6 +60,9 @@ class RNNAgent(nn.Module):
             rnn = self.rnn
             h = torch.gru_cell(x[0], hidden, rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
             return self.fc2(h).unsqueeze(0), h
+        if not self.sequence_kernel:
+            out = self._unrolled(x, hidden)
+            return self.fc2(out), out[-1]
         if x.device.type == "cpu" and x.dtype == torch.float32 and gru_sequence.available():
             out = gru_sequence.gru_sequence(self.rnn, x, hidden)
             return self.fc2(out), out[-1]

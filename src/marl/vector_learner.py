@@ -1,0 +1,196 @@
+"""S independent Q-learners trained as one batched model (the learner of ``seeds_per_process``).
+
+Each member starts as the standalone :class:`~marl.learner.Learner` its seed builds (the same
+initial weights), and stays independent: its own batch, reward statistics, optimiser state and
+step count, gradient clipping by its own norm, target networks, and update schedule. Only the
+arithmetic is shared: the members' parameters are stacked along a leading member dimension S and
+the one loss of :meth:`Learner.loss` runs for all members at once under ``torch.func.vmap``
+(``functional_call`` on a parameter-free template), so there is no second copy of the learning
+rule to keep in step with the first. The loss that is differentiated is the *sum* of the members'
+own masked means: each member's gradient is exactly its standalone gradient (a mean over members
+would scale each by 1/S). A member whose loss, gradient norm or Q-values are not finite is not
+stepped and is reported, and no other member is touched.
+
+The members' own modules (``learners[s].policy`` ...) are kept, their parameters replaced by
+views into the stacked tensors, so each member acts with its current weights at no cost, and
+:meth:`member_state_dict` writes a standalone learner's checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from marl.buffers import Episodes
+from marl.errors import ConfigError
+from marl.learner import FINITE_STATS, Learner
+from marl.member_optim import MemberOptimizer, clip_member_grads_
+
+NETS = ("policy", "mixer", "target_policy", "target_mixer")
+
+
+class _Nets(nn.Module):
+    """The four networks of one learner as one module, whose forward is :meth:`Learner.loss`."""
+
+    def __init__(self, learner: Learner) -> None:
+        super().__init__()
+        for name in NETS:
+            setattr(self, name, getattr(learner, name))
+        self.cfg = learner.cfg
+        self.reward_scaling = None  # rewards are standardised per member before the batched loss
+
+    def forward(self, batch: Episodes) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return Learner.loss(self, batch)  # type: ignore[arg-type]
+
+
+def stack_batches(batches: list[Episodes]) -> Episodes:
+    """Members' batches as one ``[S, B, T, ...]`` batch, padded in time to the longest.
+
+    Padding is what the buffer already pads with (zeros, ``filled`` False), so each member's
+    masked loss is unchanged.
+    """
+    out: Episodes = {}
+    for key in batches[0]:
+        length = max(b[key].shape[1] for b in batches)
+        out[key] = torch.stack([nn.functional.pad(b[key], _time_pad(b[key], length)) for b in batches])
+    return out
+
+
+def _time_pad(x: torch.Tensor, length: int) -> tuple[int, ...]:
+    return (0, 0) * (x.dim() - 2) + (0, length - x.shape[1])
+
+
+def _use_vmappable_paths(module: nn.Module) -> None:
+    """Agents with a fused sequence kernel (not batchable by vmap) fall back to plain torch ops."""
+    for m in module.modules():
+        if hasattr(m, "sequence_kernel"):
+            m.sequence_kernel = False
+
+
+class VectorLearner:
+    """``learners`` (one per member, built standalone from each seed) as one batched learner."""
+
+    def __init__(self, learners: list[Learner]) -> None:
+        first = learners[0]
+        self.learners, self.S, self.cfg, self.device = learners, len(learners), first.cfg, first.device
+        self.check_finite = first.check_finite
+        nets = [_Nets(learner) for learner in learners]
+        params, buffers = stack_module_state(nets)
+        self.template = copy.deepcopy(nets[0]).to("meta")
+        _use_vmappable_paths(self.template)
+        self.params = {k: v.detach().requires_grad_(k.split(".")[0] in ("policy", "mixer")) for k, v in params.items()}
+        self.buffers = buffers
+        self.online = [k for k in self.params if k.split(".")[0] in ("policy", "mixer")]
+        self.optimizer = MemberOptimizer([self.params[k] for k in self.online], self.cfg)
+        for s, learner in enumerate(learners):  # members act with views of the stacked weights
+            self._bind(s, learner)
+        self._loss = vmap(self._member_loss, in_dims=(0, 0, 0), randomness="error")
+
+    def _bind(self, s: int, learner: Learner) -> None:
+        for key, stacked in self.params.items():
+            owner, name = key.split(".", 1)
+            module = getattr(learner, owner)
+            *path, leaf = name.split(".")
+            for part in path:
+                module = getattr(module, part)
+            module._parameters[leaf] = stacked.detach()[s]  # a view: always the current weights
+
+    def _member_loss(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+                     batch: Episodes) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return functional_call(self.template, (params, buffers), (batch,))
+
+    def probe(self, batch: Episodes) -> None:
+        """Run one batched loss (no step) to fail at start-up, naming the component, if the
+        agent or mixer cannot be batched over members."""
+        try:
+            self.loss(stack_batches([batch] * self.S))
+        except Exception as exc:
+            agent = type(self.learners[0].policy.agent).__name__
+            mixer = type(self.learners[0].mixer).__name__
+            raise ConfigError(f"seeds_per_process={self.S}: agent {agent} with mixer {mixer} cannot run "
+                              f"vectorised ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); use "
+                              "seeds_per_process=1") from exc
+
+    def loss(self, batch: Episodes) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Per-member losses ``[S]`` and statistics ``{name: [S]}`` of a stacked batch."""
+        return self._loss(self.params, self.buffers, batch)
+
+    def update(self, batches: list[Episodes | None]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One gradient step for every member with a batch (None: the member does not step).
+
+        Returns the statistics ``{name: [S]}`` and the mask of members that stepped; a member with
+        a non-finite loss, gradient norm or Q-value is left out of the step and of the mask.
+        """
+        active = torch.tensor([b is not None for b in batches])
+        filler = next(b for b in batches if b is not None)  # idle members compute on a copy, unused
+        batch = stack_batches([b if b is not None else filler for b in batches])
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        batch = self._standardised_for(batch, active)
+        losses, stats = self.loss(batch)
+        grads = torch.autograd.grad((losses * active.to(losses)).sum(), [self.params[k] for k in self.online],
+                                    allow_unused=True)
+        grads = [torch.zeros_like(self.params[k]) if g is None else g for k, g in zip(self.online, grads)]
+        stats = {k: v.detach() for k, v in stats.items()}
+        stats["grad_norm"] = clip_member_grads_(grads, self.cfg.grad_clip)
+        finite = torch.ones(self.S, dtype=torch.bool)
+        if self.check_finite:
+            finite = torch.isfinite(torch.stack([stats[k].float() for k in FINITE_STATS])).all(dim=0).cpu()
+        mask = active & finite
+        self.optimizer.step(grads, mask)
+        return stats, mask
+
+    def _standardised_for(self, batch: Episodes, active: torch.Tensor) -> Episodes:
+        """Reward standardisation per member; idle members' statistics do not see the filler."""
+        scalers = [learner.reward_scaling for learner in self.learners]
+        if scalers[0] is None:
+            return batch
+        rewards = []
+        for s, scaler in enumerate(scalers):
+            if bool(active[s]):
+                scaler.update(batch["reward"][s], batch["filled"][s])
+            rewards.append(torch.where(batch["filled"][s], scaler.normalise(batch["reward"][s]), 0.0))
+        return {**batch, "reward": torch.stack(rewards)}
+
+    @torch.no_grad()
+    def update_targets(self, mask: torch.Tensor) -> None:
+        """Copy (or Polyak-average) online into target networks for the members in ``mask``."""
+        tau = float(self.cfg.target_tau)
+        for key in self.online:
+            target = self.params["target_" + key]
+            online = self.params[key]
+            m = mask.to(online.device).view(-1, *[1] * (online.dim() - 1))
+            new = online if tau == 1.0 else target.lerp(online, tau)
+            target.copy_(torch.where(m, new, target))
+
+    def member_state_dict(self, s: int) -> dict[str, Any]:
+        """Member ``s``'s state as its standalone :class:`Learner` would save it (copies, not views)."""
+        learner = self.learners[s]
+        state = {name: {k: v.clone() for k, v in getattr(learner, name).state_dict().items()} for name in NETS}
+        state["optimizer"] = self.optimizer.member_state(s, learner.optimizer)
+        if learner.reward_scaling is not None:
+            state["reward_scaling"] = learner.reward_scaling.state_dict()
+        return state
+
+    @torch.no_grad()
+    def load_member_state_dict(self, s: int, state: dict[str, Any]) -> None:
+        """Set member ``s`` from a standalone learner's (or :meth:`member_state_dict`'s) state."""
+        for name in NETS:
+            for k, v in state[name].items():
+                key = f"{name}.{k}"
+                if key in self.params:
+                    self.params[key][s] = v
+        self.optimizer.load_member_state(s, state["optimizer"])
+        learner = self.learners[s]
+        if learner.reward_scaling is not None and "reward_scaling" in state:
+            learner.reward_scaling.load_state_dict(state["reward_scaling"])
+
+
+def finite_members(stats: dict[str, torch.Tensor]) -> list[bool]:
+    """Which members' :data:`FINITE_STATS` are all finite (for messages)."""
+    values = torch.stack([stats[k].float() for k in FINITE_STATS]).cpu()
+    return [all(math.isfinite(v) for v in values[:, s].tolist()) for s in range(values.shape[1])]

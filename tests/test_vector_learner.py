@@ -1,0 +1,148 @@
+"""The vectorised learner: S members in one batched model behave as S standalone learners.
+
+* equivalence: members built from seeds 0, 1, 2 and fed the batches their standalone learners
+  get produce the same losses for 50 updates (float tolerance), for every agent and mixer, both
+  optimisers and reward standardisation;
+* independence: a member that does not step this round is left bitwise as it was, and the others
+  still match their standalone runs; a member with NaN rewards (or a huge reward scale) is not
+  stepped and changes nothing in the others;
+* a member's checkpoint is a standalone learner's, both ways.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from marl.experiment import Experiment
+from marl.vector_learner import VectorLearner, stack_batches
+
+from helpers import run_config
+
+SEEDS = (0, 1, 2)
+SMALL = ("learner.batch_size=8", "buffer.capacity=64", "epsilon.anneal=500")
+
+
+def _members(tmp_path, *overrides: str) -> list[Experiment]:
+    """Standalone experiments for SEEDS, each with a buffer that holds a few batches."""
+    exps = []
+    for seed in SEEDS:
+        exp = Experiment(run_config(tmp_path / f"seed{seed}", *SMALL, f"seed={seed}", *overrides))
+        while exp.buffer.size < 24:
+            res = exp.runner.step(1.0)
+            if res.episodes is not None:
+                exp.buffer.insert(res.episodes)
+        exps.append(exp)
+    return exps
+
+
+def _batches(exps: list[Experiment], n: int) -> list[list[dict[str, torch.Tensor]]]:
+    gens = [torch.Generator().manual_seed(100 + i) for i in range(len(exps))]
+    return [[exp.buffer.sample(8, g) for exp, g in zip(exps, gens)] for _ in range(n)]
+
+
+CASES = [
+    ("env=climbing", "agent=mlp", "mixer=qmix"),
+    ("env=climbing", "agent=rnn", "mixer=vdn"),
+    ("env=climbing", "agent=rnn", "mixer=none", "learner.optimizer=adam", "learner.optim_eps=1e-8"),
+    ("env=two_step", "agent=rnn", "mixer=qmix", "learner.standardise_rewards=true"),
+    ("env=lbf", "agent=rnn", "mixer=qmix", "learner.optimizer=adam", "learner.standardise_rewards=true"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=["-".join(c[:3]) for c in CASES])
+def test_members_match_standalone_learners_for_50_updates(tmp_path, case):
+    standalone = _members(tmp_path / "a", *case)
+    members = _members(tmp_path / "b", *case)
+    vector = VectorLearner([exp.learner for exp in members])
+    for step, batches in enumerate(_batches(standalone, 50)):
+        want = [exp.learner.update(b) for exp, b in zip(standalone, batches)]
+        got, stepped = vector.update(batches)
+        assert stepped.all()
+        for s, w in enumerate(want):
+            torch.testing.assert_close(got["loss"][s], w["loss"], rtol=1e-4, atol=1e-5,
+                                       msg=lambda m: f"member {s}, update {step}: {m}")
+            torch.testing.assert_close(got["grad_norm"][s], w["grad_norm"], rtol=1e-3, atol=1e-4)
+        if step % 10 == 9:
+            for exp in standalone:
+                exp.learner.update_targets()
+            vector.update_targets(torch.ones(3, dtype=torch.bool))
+    for s, exp in enumerate(standalone):  # the members' own modules see the trained weights
+        for (k, p), q in zip(exp.learner.policy.named_parameters(), members[s].learner.policy.parameters()):
+            torch.testing.assert_close(q, p, rtol=1e-3, atol=1e-4, msg=lambda m: f"member {s} {k}: {m}")
+
+
+def test_a_member_that_does_not_step_is_untouched_and_the_others_go_on(tmp_path):
+    case = ("env=climbing", "agent=rnn", "mixer=qmix", "learner.optimizer=adam")
+    standalone = _members(tmp_path / "a", *case)
+    members = _members(tmp_path / "b", *case)
+    vector = VectorLearner([exp.learner for exp in members])
+    for step, batches in enumerate(_batches(standalone, 12)):
+        idle = step % 3 == 1  # member 1 skips every third update
+        before = vector.member_state_dict(1)
+        want = [exp.learner.update(b) if not (idle and s == 1) else None
+                for s, (exp, b) in enumerate(zip(standalone, batches))]
+        got, stepped = vector.update([None if (idle and s == 1) else b for s, b in enumerate(batches)])
+        assert stepped.tolist() == [True, not idle, True]
+        for s, w in enumerate(want):
+            if w is not None:
+                torch.testing.assert_close(got["loss"][s], w["loss"], rtol=1e-4, atol=1e-5)
+        if idle:
+            _assert_same(vector.member_state_dict(1), before)
+    # Member 1 took 8 steps, the others 12: Adam's bias correction is per member.
+    assert [int(x) for x in vector.optimizer.steps] == [12, 8, 12]
+
+
+def _assert_same(a, b, path="state"):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _assert_same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), f"{path} changed"
+    else:
+        assert a == b, path
+
+
+@pytest.mark.parametrize("poison", ["nan", "huge"])
+def test_one_members_fault_does_not_touch_the_others(tmp_path, poison):
+    case = ("env=climbing", "agent=rnn", "mixer=qmix")
+    clean = VectorLearner([exp.learner for exp in _members(tmp_path / "a", *case)])
+    hurt = VectorLearner([exp.learner for exp in _members(tmp_path / "b", *case)])
+    for batches in _batches(_members(tmp_path / "c", *case), 10):
+        bad = dict(batches[2])
+        bad["reward"] = bad["reward"] * (float("nan") if poison == "nan" else 1e6)
+        want, _ = clean.update(batches)
+        got, stepped = hurt.update([batches[0], batches[1], bad])
+        for s in (0, 1):
+            assert torch.equal(got["loss"][s], want["loss"][s]), f"member {s} was coupled to member 2"
+        assert stepped.tolist() == [True, True, poison == "huge"]
+    for s in (0, 1):
+        _assert_same(hurt.member_state_dict(s), clean.member_state_dict(s))
+
+
+def test_a_member_checkpoint_is_a_standalone_learners(tmp_path):
+    case = ("env=climbing", "agent=rnn", "mixer=qmix", "learner.optimizer=adam")
+    members = _members(tmp_path / "b", *case)
+    vector = VectorLearner([exp.learner for exp in members])
+    batches = _batches(members, 5)
+    for b in batches:
+        vector.update(b)
+    state = vector.member_state_dict(2)
+    standalone = _members(tmp_path / "a", *case)[2].learner
+    standalone.load_state_dict(state)  # a standalone learner takes a member's checkpoint
+    fresh = VectorLearner([exp.learner for exp in _members(tmp_path / "c", *case)])
+    fresh.load_member_state_dict(2, standalone.state_dict())  # and the other way round
+    _assert_same(fresh.member_state_dict(2), state)
+    nxt = _batches(members, 1)[0]
+    want = standalone.update(nxt[2])
+    got, _ = fresh.update(nxt)
+    torch.testing.assert_close(got["loss"][2], want["loss"], rtol=1e-4, atol=1e-5)
+
+
+def test_stacked_batches_pad_time_with_unfilled_steps():
+    a = {"filled": torch.ones(2, 3, dtype=torch.bool), "obs": torch.ones(2, 4, 1, 5)}
+    b = {"filled": torch.ones(2, 5, dtype=torch.bool), "obs": torch.ones(2, 6, 1, 5)}
+    out = stack_batches([a, b])
+    assert out["filled"].shape == (2, 2, 5) and out["obs"].shape == (2, 2, 6, 1, 5)
+    assert not out["filled"][0, :, 3:].any() and (out["obs"][0, :, 4:] == 0).all()
