@@ -69,7 +69,7 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = Path(cfg.resume or cfg.run_dir)
     try:
         with preemption.preemptible():  # USR2/SIGTERM: checkpoint, then stop (or requeue on SLURM)
-            result = experiment.run(cfg)
+            result = experiment.run(cfg) if not cfg.vector_group else vector_group(cfg)
     except ConfigError as exc:
         print(f"Config error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -92,6 +92,14 @@ def main(cfg: DictConfig) -> float | None:
             return None  # the other runs of the sweep go on; its summary counts the failures
         sys.exit(1)
     return result.get("eval/return_mean")
+
+
+def vector_group(cfg: DictConfig) -> dict[str, float]:
+    """Several seeds in this process (``seeds_per_process``); each member reports its own failure."""
+    from marl import vector_experiment
+
+    results = vector_experiment.run_group(cfg)
+    return next((r for r in results if isinstance(r, dict)), {})
 
 
 if __name__ == "__main__":

@@ -145,6 +145,8 @@ class Config:
     t_max: int = 50_000
     t_max_unit: Unit = Unit.env_steps
     num_envs: int = 1
+    seeds_per_process: int = 1
+    vector_group: Optional[str] = None
     device: str = "auto"
     threads: int = 1
     run_dir: str = "."
@@ -178,7 +180,7 @@ def validate(cfg: DictConfig) -> None:
         registry.get(str(name))  # unknown names list the registered ones
     _positive(
         cfg,
-        "t_max", "num_envs", "threads", "learner.lr", "learner.batch_size", "learner.grad_clip",
+        "t_max", "num_envs", "seeds_per_process", "threads", "learner.lr", "learner.batch_size", "learner.grad_clip",
         "learner.target_update_interval", "epsilon.anneal", "eval.interval", "eval.episodes",
         "eval.num_envs", "checkpoint.interval", "logger.interval", "buffer.capacity",
     )

@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from marl import preemption
+from marl.buffers import Episodes
 from marl.checkpoint import CHECKPOINT_FILE, load_latest, rng_state, save_atomic, seed_everything, set_rng_state
 from marl.clock import Clock, Every, LinearSchedule
 from marl.config import Unit, flatten, validate
@@ -94,10 +95,12 @@ class Experiment:
     :meth:`close` releases the folder; :meth:`train` calls it when it ends, however it ends.
     """
 
-    def __init__(self, cfg: DictConfig, sinks: list[Sink] | None = None) -> None:
+    def __init__(self, cfg: DictConfig, sinks: list[Sink] | None = None, run_dir: Path | None = None) -> None:
         validate(cfg)
         self.cfg = cfg
-        self.run_dir = Path(cfg.resume or cfg.run_dir).resolve()
+        # run_dir: a member of a vectorised group runs in its own folder, whose config keeps the
+        # standalone run's ``run_dir`` interpolation.
+        self.run_dir = Path(run_dir or cfg.resume or cfg.run_dir).resolve()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.lock = RunLock(self.run_dir, cfg.faults.lock_wait_s)  # invariant 9: one writer per folder
         try:
@@ -171,7 +174,7 @@ class Experiment:
         if cfg.logger.wandb.mode != "disabled":
             from marl.wandb_naming import wandb_identity
 
-            ident = wandb_identity(cfg)
+            ident = wandb_identity(cfg, self.run_dir)
             sinks.append(WandbSink(self.run_dir, OmegaConf.to_container(cfg, resolve=True), cfg.logger.wandb,
                                    **ident))
         return sinks
@@ -182,38 +185,53 @@ class Experiment:
 
     # --- the loop -------------------------------------------------------------------------
     def train(self) -> dict[str, float]:
-        cfg, clock = self.cfg, self.clock
-        t_max, unit = int(cfg.t_max), Unit(cfg.t_max_unit)
         try:
-            while clock[unit] < t_max:
+            while not self.done():
                 self._collect_and_learn()
-                if self.schedules["log"].due(clock):
-                    self._log_train()
-                if self.schedules["eval"].due(clock):
-                    self.logger.log(clock, evaluate(self.eval_runner, cfg.eval.episodes))
-                    self.evaluated_at = clock.env_steps
-                if self.schedules["checkpoint"].due(clock):
-                    self.save()
-                if preemption.requested():
-                    self.save()
-                    raise preemption.Preempted(f"stopped at {clock.as_dict()} with a checkpoint")
-            final = evaluate(self.eval_runner, cfg.eval.episodes)
-            if self.evaluated_at != clock.env_steps:  # else the periodic eval just ran on the same step
-                self.logger.log(clock, final)
-            self.logger.log(clock, {"final": 1.0})
-            self.save()
-            return final
+                self.after_step()
+            return self.finish()
         except preemption.Preempted:
             raise
-        except NonFiniteError as exc:
-            failure = NonFiniteError(self._diverged(exc))
-            self._record_failure(failure)
-            raise failure from exc
         except Exception as exc:
-            self._record_failure(exc)
-            raise
+            failure = self.fail(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
         finally:
             self.close()
+
+    def done(self) -> bool:
+        return self.clock[Unit(self.cfg.t_max_unit)] >= int(self.cfg.t_max)
+
+    def after_step(self) -> None:
+        """The schedules that follow each collection step: log, evaluate, checkpoint, stop if asked."""
+        cfg, clock = self.cfg, self.clock
+        if self.schedules["log"].due(clock):
+            self._log_train()
+        if self.schedules["eval"].due(clock):
+            self.logger.log(clock, evaluate(self.eval_runner, cfg.eval.episodes))
+            self.evaluated_at = clock.env_steps
+        if self.schedules["checkpoint"].due(clock):
+            self.save()
+        if preemption.requested():
+            self.save()
+            raise preemption.Preempted(f"stopped at {clock.as_dict()} with a checkpoint")
+
+    def finish(self) -> dict[str, float]:
+        """The final greedy evaluation, the end-of-run record and the last checkpoint."""
+        clock = self.clock
+        final = evaluate(self.eval_runner, self.cfg.eval.episodes)
+        if self.evaluated_at != clock.env_steps:  # else the periodic eval just ran on the same step
+            self.logger.log(clock, final)
+        self.logger.log(clock, {"final": 1.0})
+        self.save()
+        return final
+
+    def fail(self, exc: Exception) -> Exception:
+        """Record ``exc`` as the run's failure; return the exception to raise (divergence gets context)."""
+        failure = NonFiniteError(self._diverged(exc)) if isinstance(exc, NonFiniteError) else exc
+        self._record_failure(failure)
+        return failure
 
     def _diverged(self, exc: NonFiniteError) -> str:
         lr, clip = self.cfg.learner.lr, self.cfg.learner.grad_clip
@@ -236,28 +254,43 @@ class Experiment:
         record_failure(self.run_dir, exc, self.clock.as_dict())
 
     def _collect_and_learn(self) -> None:
+        for _ in range(self.collect()):
+            self.learned(self.learner.update(self.sample()))
+
+    def collect(self) -> int:
+        """One acting step of every env; finished episodes go to the buffer. Returns how many
+        gradient steps are now due (``updates_per_episode`` per finished episode, whatever
+        ``num_envs`` is): :meth:`learned` is called once after each of them."""
         cfg, clock = self.learner.cfg, self.clock  # the learner's plain copy: cheap to read
         res = self.runner.step(self.epsilon(clock))
         clock.env_steps += res.n_steps
         if res.episodes is None:
-            return
+            return 0
         n_done = res.returns.numel()
         clock.episodes += n_done
         self.buffer.insert(res.episodes)
         self.window["returns"] += res.returns.tolist()
         self.window["lengths"] += res.lengths.tolist()
+        due = 0
         if self.buffer.can_sample(cfg.batch_size):
             self.pending_updates += n_done * cfg.updates_per_episode
             while self.pending_updates >= 1.0:
                 self.pending_updates -= 1.0
-                stats = self.learner.update(self.buffer.sample(cfg.batch_size, self.generators["sample"]))
-                clock.grad_steps += 1
-                self.window["updates"] += 1
-                for k, v in stats.items():
-                    self.window["stats"][k] = self.window["stats"].get(k, 0.0) + v
-                if self.schedules["target"].due(clock):
-                    self.learner.update_targets()
+                due += 1
         elif self.schedules["target"].due(clock):
+            self.learner.update_targets()
+        return due
+
+    def sample(self) -> Episodes:
+        return self.buffer.sample(self.learner.cfg.batch_size, self.generators["sample"])
+
+    def learned(self, stats: dict[str, Any]) -> None:
+        """Count one gradient step, keep its statistics for the log, update targets when due."""
+        self.clock.grad_steps += 1
+        self.window["updates"] += 1
+        for k, v in stats.items():
+            self.window["stats"][k] = self.window["stats"].get(k, 0.0) + v
+        if self.schedules["target"].due(self.clock):
             self.learner.update_targets()
 
     def _log_train(self) -> None:
@@ -315,7 +348,8 @@ class Experiment:
 
 
 # What a resumed run may change: where it writes, how long it runs, what it logs, where it runs.
-RESUME_MAY_CHANGE = ("run_dir", "resume", "t_max", "logger", "checkpoint", "device", "threads", "faults")
+RESUME_MAY_CHANGE = ("run_dir", "resume", "t_max", "logger", "checkpoint", "device", "threads", "faults",
+                     "seeds_per_process", "vector_group")
 
 
 def check_resumable(cfg: DictConfig, run_dir: Path) -> None:

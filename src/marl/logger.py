@@ -176,7 +176,8 @@ class WandbSink:
             run_id = id_file.read_text().strip() if id_file.exists() else new_run_id()
             id_file.write_text(run_id)
             init = dict(project=settings.project, entity=settings.entity, group=group, name=name, tags=list(tags),
-                        job_type=job_type, config=self.plain(cfg), id=run_id, resume="allow", dir=str(self.run_dir))
+                        job_type=job_type, config=self.plain(cfg), id=run_id, resume="allow", dir=str(self.run_dir),
+                        reinit="create_new")  # the members of a vectorised group: several runs per process
             try:
                 self.run = wandb.init(mode=self.mode, settings=wandb.Settings(
                     silent=True, console="off", init_timeout=float(settings.init_timeout_s)), **init)

@@ -1,0 +1,158 @@
+"""Several seeds of one configuration in one process (``seeds_per_process``), each its own run.
+
+The sweeper (:mod:`marl.seed_groups`) gives a process a *group*: the seeds of one configuration
+and the run folder each would have had on its own. Here every member is a whole
+:class:`~marl.experiment.Experiment` in its own folder (its lock, checkpoint and resume, envs,
+buffer, generators, clocks, schedules, evaluation, ``metrics.jsonl`` and W&B run), except that
+its gradient steps are taken by one :class:`~marl.vector_learner.VectorLearner` for all members
+at once. The loop is the standalone loop, interleaved: every member collects one step, then the
+updates now due are taken together (a member with fewer due waits out the rest, masked), then
+every member runs its own schedules. A member that fails is recorded as failed in its own folder
+and the others go on; a stop request checkpoints every member.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from marl import preemption
+from marl.buffers import allocate
+from marl.errors import NonFiniteError
+from marl.experiment import AlreadyFinished, Experiment, run_label
+from marl.learner import FINITE_STATS
+from marl.vector_learner import VectorLearner
+
+OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
+
+
+class MemberLearner:
+    """What a member's :class:`Experiment` sees of the vectorised learner: its own slice."""
+
+    def __init__(self, vector: VectorLearner, index: int) -> None:
+        self.vector, self.index = vector, index
+        own = vector.learners[index]
+        self.policy, self.cfg = own.policy, own.cfg  # the member acts with views of the stacked weights
+
+    def update(self, batch: Any) -> dict[str, torch.Tensor]:
+        raise RuntimeError("a member's gradient steps are taken for the whole group (VectorLearner.update)")
+
+    def update_targets(self) -> None:
+        mask = torch.zeros(self.vector.S, dtype=torch.bool)
+        mask[self.index] = True
+        self.vector.update_targets(mask)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.vector.member_state_dict(self.index)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.vector.load_member_state_dict(self.index, state)
+
+
+def member_config(cfg: DictConfig, seed: int) -> DictConfig:
+    """The config a standalone run of ``seed`` has (``run_dir`` stays Hydra's interpolation)."""
+    member = cfg.copy()
+    with open_dict(member):
+        member.seed = seed
+        member.vector_group = None
+    return member
+
+
+def read_group(path: str | Path) -> list[dict[str, Any]]:
+    """The members of a group file written by the sweeper: ``seed``, ``run_dir``, ``overrides``."""
+    return json.loads(Path(path).read_text())["members"]
+
+
+def run_group(cfg: DictConfig) -> list[dict[str, float] | BaseException]:
+    """Train the group in ``cfg.vector_group``; one result (or the failure) per member, in order."""
+    members_spec = read_group(cfg.vector_group)
+    members: list[Experiment | None] = []
+    results: list[Any] = [None] * len(members_spec)
+    for i, spec in enumerate(members_spec):
+        run_dir = Path(spec["run_dir"])
+        (run_dir / OVERRIDES_FILE).parent.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(spec["overrides"]), run_dir / OVERRIDES_FILE)  # as Hydra writes it
+        try:
+            members.append(Experiment(member_config(cfg, int(spec["seed"])), run_dir=run_dir))
+        except AlreadyFinished as done:
+            print(done, file=sys.stderr, flush=True)
+            members.append(None)
+            results[i] = done.result
+    live = [i for i, m in enumerate(members) if m is not None]
+    if not live:
+        return results
+    group = [members[i] for i in live]
+    vector = VectorLearner([m.learner for m in group])
+    for s, m in enumerate(group):
+        vector.load_member_state_dict(s, m.learner.state_dict())  # a resumed member's optimiser state
+        m.learner = MemberLearner(vector, s)
+    try:
+        vector.probe(allocate(group[0].spec, group[0].learner.cfg.batch_size) | {"filled": _first_step(group[0])})
+    except Exception:
+        for m in group:
+            m.close()
+        raise
+    _train(group, vector, results, live)
+    return results
+
+
+def _first_step(exp: Experiment) -> torch.Tensor:
+    filled = allocate(exp.spec, exp.learner.cfg.batch_size)["filled"]
+    filled[:, 0] = True
+    return filled
+
+
+def _train(group: list[Experiment], vector: VectorLearner, results: list[Any], index: list[int]) -> None:
+    """The interleaved loop; ``results[index[s]]`` receives member ``s``'s result or failure."""
+    live = set(range(len(group)))
+    preempted: preemption.Preempted | None = None
+
+    def fail(s: int, exc: Exception) -> None:
+        failure = group[s].fail(exc)
+        print(f"Run failed [{run_label(group[s].cfg)}]: {type(failure).__name__}: {failure}", file=sys.stderr,
+              flush=True)
+        group[s].close()
+        live.discard(s)
+        results[index[s]] = failure
+
+    while live:
+        due: dict[int, int] = {}
+        for s in sorted(live):
+            try:
+                due[s] = group[s].collect()
+            except Exception as exc:
+                fail(s, exc)
+        for r in range(max(due.values(), default=0)):
+            batches = [group[s].sample() if s in live and due.get(s, 0) > r else None for s in range(len(group))]
+            if all(b is None for b in batches):
+                break
+            stats, stepped = vector.update(batches)
+            for s, batch in enumerate(batches):
+                if batch is None:
+                    continue
+                if bool(stepped[s]):
+                    group[s].learned({k: v[s] for k, v in stats.items()})
+                else:
+                    bad = ", ".join(f"{k}={stats[k][s].item():g}" for k in FINITE_STATS
+                                    if not torch.isfinite(stats[k][s]))
+                    fail(s, NonFiniteError(f"non-finite {bad}"))
+        for s in sorted(live):
+            try:
+                group[s].after_step()
+                if group[s].done():
+                    results[index[s]] = group[s].finish()
+                    group[s].close()
+                    live.discard(s)
+            except preemption.Preempted as exc:  # checkpointed: the others checkpoint too, then stop
+                preempted = exc
+                group[s].close()
+                live.discard(s)
+            except Exception as exc:
+                fail(s, exc)
+    if preempted is not None:
+        raise preempted

@@ -1,0 +1,99 @@
+"""``seeds_per_process``: a sweep's seeds trained in one process, each still its own run.
+
+* the sweep's folders, configs and seeds are those of the same sweep without the option;
+* equivalence: on a matrix game and on LBF, each member's first 50 losses match its standalone
+  run's (float tolerance: batched and unbatched kernels round differently), and the two-step game
+  gives QMIX 8 / VDN 7 for every member;
+* resume: a group killed with SIGKILL and relaunched ends bitwise equal to the uninterrupted
+  group, member by member.
+(That members do not touch each other is tested on the learner, tests/test_vector_learner.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from marl import checkpoint as ckpt
+from marl.experiment import run
+
+from helpers import final_eval, read_metrics, run_config
+from test_resume import assert_same, final_state, records
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = ("logger.wandb.mode=disabled", "logger.console=false")
+CLIMBING = ("env=climbing", "t_max=2500", "learner.batch_size=8", "buffer.capacity=100", "eval.interval=1000",
+            "eval.episodes=4", "eval.num_envs=2", "logger.interval=25", "checkpoint.interval=500")
+LBF = ("env=lbf", "t_max=1500", "learner.batch_size=4", "buffer.capacity=50", "eval.interval=1500",
+       "eval.episodes=2", "eval.num_envs=2", "logger.interval=10", "checkpoint.interval=1500",
+       "env.time_limit=15")
+
+
+def sweep(out: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, str(ROOT / "launch.py"), "-m", *QUIET, *args, f"hydra.sweep.dir={out}",
+           "hydra.launcher.n_jobs=1"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done
+
+
+def losses(run_dir: Path, n: int = 50) -> list[float]:
+    return [r["loss"] for r in read_metrics(run_dir) if "loss" in r][:n]
+
+
+@pytest.mark.parametrize("case", [CLIMBING, LBF], ids=["climbing", "lbf"])
+def test_members_are_the_runs_of_the_plain_sweep(tmp_path, case):
+    sweep(tmp_path / "vec", *case, "seed=0-2", "seeds_per_process=3")
+    names = sorted(p.name for p in (tmp_path / "vec").iterdir() if not p.name.startswith(".") and p.is_dir())
+    assert names == ["0_seed=0", "1_seed=1", "2_seed=2"]
+    for seed, name in enumerate(names):
+        member = tmp_path / "vec" / name
+        cfg = OmegaConf.load(member / "config.yaml")
+        assert cfg.seed == seed and cfg.seeds_per_process == 3 and cfg.vector_group is None
+        assert json.loads((member / "seeds.json").read_text())["root"] == seed
+        assert f"seed={seed}" in OmegaConf.load(member / ".hydra" / "overrides.yaml")
+        assert read_metrics(member)[-1].get("final") == 1.0
+        # The same seed alone: the same first 50 losses, up to the rounding of batched kernels.
+        alone = tmp_path / f"alone{seed}"
+        run(run_config(alone, *case, f"seed={seed}"))
+        want, got = losses(alone), losses(member)
+        assert len(got) == len(want) == 50
+        for i, (a, b) in enumerate(zip(got, want)):
+            assert a == pytest.approx(b, rel=2e-3, abs=1e-4), f"seed {seed}, update {i}: {a} vs {b}"
+
+
+def test_two_step_gives_qmix_8_and_vdn_7_for_every_member(tmp_path):
+    sweep(tmp_path / "s", "preset=two_step_paper", "mixer=qmix,vdn", "seed=0-2", "seeds_per_process=3")
+    for d in (tmp_path / "s").glob("*_mixer=*"):
+        assert final_eval(d) == (8.0 if "qmix" in d.name else 7.0), d.name
+
+
+def test_a_killed_group_resumes_every_member_bitwise(tmp_path):
+    args = (*CLIMBING, "t_max=4000", "seed=0-2", "seeds_per_process=3")
+    sweep(tmp_path / "ref", *args)
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "launch.py"), "-m", *QUIET, *args, f"hydra.sweep.dir={out}",
+           "hydra.launcher.n_jobs=1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while not all((out / f"{i}_seed={i}" / ckpt.PREVIOUS_FILE).exists() for i in range(3)):
+        assert proc.poll() is None and time.time() < deadline, "no second checkpoint of every member"
+        time.sleep(0.05)
+    holder = json.loads((out / "0_seed=0" / "run.lock").read_text())["pid"]  # the group's one process
+    os.kill(holder, signal.SIGKILL)
+    proc.kill()
+    proc.wait()
+    assert any(read_metrics(out / f"{i}_seed={i}")[-1].get("final") != 1.0 for i in range(3))
+    sweep(out, *args)  # the same command again resumes every member
+    for i in range(3):
+        name = f"{i}_seed={i}"
+        assert records(out / name) == records(tmp_path / "ref" / name), name
+        assert_same(final_state(out / name), final_state(tmp_path / "ref" / name), f"member {i}")
