@@ -356,3 +356,14 @@ def test_a_finished_run_kept_without_checkpoints_is_not_trained_again(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "holds a finished run" in done.stderr
     assert (run_dir / "metrics.jsonl").read_bytes() == metrics and not (run_dir / ckpt.CHECKPOINT_FILE).exists()
+
+
+def test_a_finished_run_with_its_checkpoint_is_not_repeated_and_a_longer_one_continues(tmp_path):
+    run_dir = tmp_path / "run"
+    args = (*SHORT, "checkpoint.interval=200", "eval.interval=200")
+    run(run_config(run_dir, *args, "t_max=400"))
+    metrics = (run_dir / "metrics.jsonl").read_bytes()
+    run(run_config(run_dir, *args, "t_max=400"))  # a relaunched sweep
+    assert (run_dir / "metrics.jsonl").read_bytes() == metrics  # no second final evaluation
+    run(run_config(run_dir, *args, "t_max=600"))  # extended: continues from its checkpoint
+    assert read_metrics(run_dir)[-1] == {**read_metrics(run_dir)[-1], "final": 1.0, "env_steps": 600}

@@ -62,8 +62,9 @@ def run_label(cfg: DictConfig) -> str:
 
 
 class AlreadyFinished(Exception):
-    """The folder holds a finished run and no checkpoint (e.g. results kept without checkpoints):
-    nothing to do, and starting afresh would truncate its metrics."""
+    """The folder holds a finished run: nothing to do. Without a checkpoint (results kept without
+    them) starting afresh would truncate its metrics; with one at ``t_max``, a repeat of the final
+    evaluation would append duplicate records. A larger ``t_max`` continues the run."""
 
     def __init__(self, run_dir: Path, result: dict[str, float]) -> None:
         super().__init__(f"{run_dir} holds a finished run (its metrics.jsonl has the final record); "
@@ -105,7 +106,8 @@ class Experiment:
         self.lock = RunLock(self.run_dir, cfg.faults.lock_wait_s)  # invariant 9: one writer per folder
         try:
             state = load_latest(self.run_dir)
-            if state is None and (final := finished_result(self.run_dir / METRICS_FILE)) is not None:
+            reached = state is not None and state["clock"][Unit(cfg.t_max_unit).value] >= int(cfg.t_max)
+            if (state is None or reached) and (final := finished_result(self.run_dir / METRICS_FILE)) is not None:
                 raise AlreadyFinished(self.run_dir, final)
             self._build(cfg)
             if state:
