@@ -6,6 +6,7 @@ becomes an inclusive range (Hydra alone would read it as the string "0-9").
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 from pathlib import Path
@@ -63,10 +64,18 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from marl import experiment, preemption
+    from marl.callbacks import job_console
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     run_dir = Path(cfg.resume or cfg.run_dir)
+    # A sweep drawn by the live view (marl.callbacks): this job's lines go to <run_dir>/console.log.
+    with job_console(run_dir) if multirun else contextlib.nullcontext():
+        return train(cfg, run_dir, multirun)
+
+
+def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float | None:
+    from marl import experiment, preemption
+
     try:
         with preemption.preemptible():  # USR2/SIGTERM: checkpoint, then stop (or requeue on SLURM)
             result = experiment.run(cfg) if not cfg.vector_group else vector_group(cfg)
