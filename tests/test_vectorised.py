@@ -23,7 +23,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from marl import checkpoint as ckpt
-from marl.experiment import run
+from marl import preemption
+from marl.errors import NonFiniteError
+from marl.experiment import Experiment, run
+from marl.vector_experiment import run_group
 
 from helpers import final_eval, read_metrics, run_config
 from test_resume import assert_same, final_state, records
@@ -97,3 +100,54 @@ def test_a_killed_group_resumes_every_member_bitwise(tmp_path):
         name = f"{i}_seed={i}"
         assert records(out / name) == records(tmp_path / "ref" / name), name
         assert_same(final_state(out / name), final_state(tmp_path / "ref" / name), f"member {i}")
+
+
+def _group(tmp_path: Path, name: str, *overrides: str):
+    """A group of seeds 0-2 run in this process, as a group job would be."""
+    members = [{"seed": s, "run_dir": str(tmp_path / name / f"m{s}"), "overrides": [f"seed={s}"]} for s in range(3)]
+    (tmp_path / f"{name}.json").write_text(json.dumps({"members": members}))
+    return run_config(tmp_path / name / "m0", *CLIMBING, *overrides, "seeds_per_process=3",
+                      f"vector_group={tmp_path / f'{name}.json'}")
+
+
+def test_a_member_that_diverges_fails_alone_and_the_others_are_untouched(tmp_path, monkeypatch):
+    clean = run_group(_group(tmp_path, "clean"))
+    assert all(isinstance(r, dict) for r in clean)
+    original = Experiment.sample
+
+    def poisoned(self: Experiment):
+        batch = original(self)
+        if self.cfg.seed == 1 and self.clock.grad_steps >= 5:
+            batch = {**batch, "reward": batch["reward"] * float("nan")}
+        return batch
+
+    monkeypatch.setattr(Experiment, "sample", poisoned)
+    results = run_group(_group(tmp_path, "hurt"))
+    assert isinstance(results[1], NonFiniteError) and "non-finite loss" in str(results[1])
+    status = json.loads((tmp_path / "hurt" / "m1" / "status.json").read_text())
+    assert status["status"] == "failed" and status["grad_steps"] == 5
+    for s in (0, 2):
+        assert isinstance(results[s], dict)
+        assert records(tmp_path / "hurt" / f"m{s}") == records(tmp_path / "clean" / f"m{s}"), f"member {s}"
+
+
+def test_a_stop_request_checkpoints_every_member_and_the_group_resumes_bitwise(tmp_path, monkeypatch):
+    run_group(_group(tmp_path, "ref"))
+    original = Experiment.after_step
+
+    def stop_once(self: Experiment) -> None:
+        if self.clock.env_steps == 1300 and self.cfg.seed == 0:
+            preemption.request()
+        original(self)
+
+    monkeypatch.setattr(Experiment, "after_step", stop_once)
+    with pytest.raises(preemption.Preempted):
+        run_group(_group(tmp_path, "run"))
+    preemption.clear()
+    saved = [ckpt.load(tmp_path / "run" / f"m{s}" / ckpt.CHECKPOINT_FILE)["clock"]["env_steps"] for s in range(3)]
+    assert saved == [1300, 1300, 1300]
+    monkeypatch.undo()
+    run_group(_group(tmp_path, "run"))
+    for s in range(3):
+        assert records(tmp_path / "run" / f"m{s}") == records(tmp_path / "ref" / f"m{s}"), f"member {s}"
+        assert_same(final_state(tmp_path / "run" / f"m{s}"), final_state(tmp_path / "ref" / f"m{s}"), f"member {s}")
