@@ -363,3 +363,9 @@ def test_job_state_words():
     assert JobState("1_0", "PENDING").active and not JobState("1_0", "PENDING").running
     assert JobState("1_0", "RUNNING").running and not JobState("1_0", "CANCELLED").active
     assert JobState("1_0", "COMPLETED", "0:0").describe() == "COMPLETED"
+
+
+def test_counts_are_abbreviated_by_their_magnitude():
+    from marl.watch.view import fmt_count
+
+    assert [fmt_count(v) for v in (9999, 13000, 140000, 2_050_000, 3e9)] == ["9999", "13k", "140k", "2.05M", "3G"]

@@ -41,8 +41,8 @@ def fmt_count(value: float | None) -> str:
     if value is None:
         return "?"
     value = float(value)
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
-        if abs(value) >= div:
+    for div, suffix, above in ((1e9, "G", 1e9), (1e6, "M", 1e6), (1e3, "k", 1e4)):  # exact below 10000
+        if abs(value) >= above:
             text = f"{value / div:.3g}"
             return (text if "e" not in text else f"{value / div:.0f}") + suffix
     return f"{value:.0f}"
