@@ -108,6 +108,20 @@ def test_sweep_runs_one_slurm_job_per_run(tmp_path, node_cpus):
     assert len(seen) == 4  # qmix/vdn x seed 0/1, one folder each
 
 
+def test_seeds_per_process_runs_one_slurm_job_per_configuration(tmp_path, node_cpus):
+    name = f"marl-test-{uuid.uuid4().hex[:8]}"
+    res = launch("-m", "hydra/launcher=slurm", f"hydra.launcher.name={name}", "env=two_step", "mixer=qmix,vdn",
+                 "seed=0-1", "seeds_per_process=2", "t_max=200", "eval.interval=100", "logger.interval=100",
+                 "learner.batch_size=8", *QUIET, f"hydra.sweep.dir={tmp_path}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = wait_for_sacct(name, 2)
+    assert len(jobs) == 2 and {s for _, s in jobs} == {"COMPLETED"}, jobs  # 2 jobs for 4 runs
+    names = sorted(m.parent.name for m in tmp_path.glob("*/metrics.jsonl"))
+    assert names == ["0_mixer=qmix,seed=0", "1_mixer=qmix,seed=1", "2_mixer=vdn,seed=0", "3_mixer=vdn,seed=1"]
+    for n in names:
+        assert read_metrics(tmp_path / n)[-1].get("final") == 1.0, n
+
+
 def test_impossible_request_fails_at_submission_with_sbatch_reason(tmp_path, node_cpus):
     name = f"marl-test-{uuid.uuid4().hex[:8]}"
     start = time.time()
