@@ -259,12 +259,13 @@ class Experiment:
         for _ in range(self.collect()):
             self.learned(self.learner.update(self.sample()))
 
-    def collect(self) -> int:
+    def collect(self, acted: tuple[torch.Tensor, torch.Tensor] | None = None) -> int:
         """One acting step of every env; finished episodes go to the buffer. Returns how many
         gradient steps are now due (``updates_per_episode`` per finished episode, whatever
-        ``num_envs`` is): :meth:`learned` is called once after each of them."""
+        ``num_envs`` is): :meth:`learned` is called once after each of them. ``acted``: the
+        policy's output, when a vectorised group computed it for all its members."""
         cfg, clock = self.learner.cfg, self.clock  # the learner's plain copy: cheap to read
-        res = self.runner.step(self.epsilon(clock))
+        res = self.runner.step(self.epsilon(clock), acted)
         clock.env_steps += res.n_steps
         if res.episodes is None:
             return 0

@@ -58,13 +58,20 @@ class Runner:
         self.stage["state"][rows, t] = ts.state[rows].cpu()
         self.stage["avail"][rows, t] = ts.avail[rows].cpu()
 
-    @torch.no_grad()
-    def step(self, epsilon: float) -> StepResult:
+    def policy_inputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the policy acts on next: obs [B, 1, n, o], last actions [B, 1, n], hidden [B·n, H]."""
         if self.ts is None:
             self.reset()
+        return (self.ts.obs.to(self.device).unsqueeze(1), self.last_action.to(self.device).unsqueeze(1),
+                self.hidden)
+
+    @torch.no_grad()
+    def step(self, epsilon: float, acted: tuple[torch.Tensor, torch.Tensor] | None = None) -> StepResult:
+        """One step of every env. ``acted``: the policy's ``(q, hidden)`` on :meth:`policy_inputs`,
+        computed by the caller (a vectorised group acts for all its members in one call)."""
+        inputs = self.policy_inputs()
         ts = self.ts
-        obs = ts.obs.to(self.device).unsqueeze(1)
-        q, self.hidden = self.policy(obs, self.last_action.to(self.device).unsqueeze(1), self.hidden)
+        q, self.hidden = acted if acted is not None else self.policy(*inputs)
         if self.check_finite and not bool(torch.isfinite(q).all()):  # argmax over NaN would pick action 0
             raise NonFiniteError("non-finite Q-values while acting")
         actions = select_actions(q[:, 0], ts.avail.to(self.device), epsilon, self.generator).cpu()

@@ -5,7 +5,7 @@ and the run folder each would have had on its own. Here every member is a whole
 :class:`~marl.experiment.Experiment` in its own folder (its lock, checkpoint and resume, envs,
 buffer, generators, clocks, schedules, evaluation, ``metrics.jsonl`` and W&B run), except that
 its gradient steps are taken by one :class:`~marl.vector_learner.VectorLearner` for all members
-at once. The loop is the standalone loop, interleaved: every member collects one step, then the
+at once. The loop is the standalone loop, interleaved: every member collects one step (one policy call acts for all), then the
 updates now due are taken together (a member with fewer due waits out the rest, masked), then
 every member runs its own schedules. A member that fails is recorded as failed in its own folder
 and the others go on; a stop request checkpoints every member.
@@ -122,9 +122,11 @@ def _train(group: list[Experiment], vector: VectorLearner, results: list[Any], i
 
     while live:
         due: dict[int, int] = {}
-        for s in sorted(live):
+        acting = sorted(live)
+        acted = vector.act([group[s].runner.policy_inputs() for s in acting], acting)  # one call for all
+        for s, out in zip(acting, acted):
             try:
-                due[s] = group[s].collect()
+                due[s] = group[s].collect(out)
             except Exception as exc:
                 fail(s, exc)
         for r in range(max(due.values(), default=0)):

@@ -90,6 +90,7 @@ class VectorLearner:
         for s, learner in enumerate(learners):  # members act with views of the stacked weights
             self._bind(s, learner)
         self._loss = vmap(self._member_loss, in_dims=(0, 0, 0), randomness="error")
+        self._act = vmap(self._member_act, randomness="error")
 
     def _bind(self, s: int, learner: Learner) -> None:
         for key, stacked in self.params.items():
@@ -99,6 +100,22 @@ class VectorLearner:
             for part in path:
                 module = getattr(module, part)
             module._parameters[leaf] = stacked.detach()[s]  # a view: always the current weights
+
+    @torch.no_grad()
+    def act(self, inputs: list[tuple[torch.Tensor, ...]], members: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """One policy call for the envs of all ``members``: each input is a member's
+        ``Runner.policy_inputs()``; returns each member's ``(q, hidden)``."""
+        index = torch.tensor(members, device=self.device)
+        params = {k.split(".", 1)[1]: v.detach().index_select(0, index)
+                  for k, v in self.params.items() if k.startswith("policy.")}
+        buffers = {k.split(".", 1)[1]: v.index_select(0, index) for k, v in self.buffers.items()
+                   if k.startswith("policy.")}
+        q, hidden = self._act(params, buffers, *(torch.stack(x) for x in zip(*inputs)))
+        return [(q[i], hidden[i]) for i in range(len(members))]
+
+    def _member_act(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], obs: torch.Tensor,
+                    last_actions: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return functional_call(self.template.policy, (params, buffers), (obs, last_actions, hidden))
 
     def _member_loss(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
                      batch: Episodes) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -56,13 +56,13 @@ class RNNAgent(nn.Module):
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """inputs [T, N, input_dim], hidden [N, H] -> (q [T, N, n_actions], hidden [N, H])."""
         x = torch.relu_(self.fc1(inputs))  # in place: one fewer fresh [T, N, H] tensor
+        if not self.sequence_kernel:
+            out = self._unrolled(x, hidden)
+            return self.fc2(out), out[-1]
         if x.shape[0] == 1:  # acting: the same cell maths without nn.GRU's per-call set-up
             rnn = self.rnn
             h = torch.gru_cell(x[0], hidden, rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
             return self.fc2(h).unsqueeze(0), h
-        if not self.sequence_kernel:
-            out = self._unrolled(x, hidden)
-            return self.fc2(out), out[-1]
         if x.device.type == "cpu" and x.dtype == torch.float32 and gru_sequence.available():
             out = gru_sequence.gru_sequence(self.rnn, x, hidden)
             return self.fc2(out), out[-1]
