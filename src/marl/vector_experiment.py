@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -87,10 +87,7 @@ def run_group(cfg: DictConfig) -> list[dict[str, float] | BaseException]:
     if not live:
         return results
     group = [members[i] for i in live]
-    vector = VectorLearner([m.learner for m in group])
-    for s, m in enumerate(group):
-        vector.load_member_state_dict(s, m.learner.state_dict())  # a resumed member's optimiser state
-        m.learner = MemberLearner(vector, s)
+    vector = vectorise(group)
     try:
         vector.probe(allocate(group[0].spec, group[0].learner.cfg.batch_size) | {"filled": _first_step(group[0])})
     except Exception:
@@ -101,10 +98,46 @@ def run_group(cfg: DictConfig) -> list[dict[str, float] | BaseException]:
     return results
 
 
+def vectorise(group: list[Experiment]) -> VectorLearner:
+    """One batched learner for ``group``; each member's ``learner`` becomes its slice of it."""
+    vector = VectorLearner([m.learner for m in group])
+    for s, m in enumerate(group):
+        vector.load_member_state_dict(s, m.learner.state_dict())  # a resumed member's optimiser state
+        m.learner = MemberLearner(vector, s)
+    return vector
+
+
 def _first_step(exp: Experiment) -> torch.Tensor:
     filled = allocate(exp.spec, exp.learner.cfg.batch_size)["filled"]
     filled[:, 0] = True
     return filled
+
+
+def collect_and_learn(group: list[Experiment], vector: VectorLearner, live: set[int],
+                      fail: Callable[[int, Exception], None]) -> None:
+    """One step of the group: every live member acts (one policy call) and collects, then the
+    gradient steps now due are taken together, each member stepping only as often as it is due."""
+    due: dict[int, int] = {}
+    acting = sorted(live)
+    acted = vector.act([group[s].runner.policy_inputs() for s in acting], acting)
+    for s, out in zip(acting, acted):
+        try:
+            due[s] = group[s].collect(out)
+        except Exception as exc:
+            fail(s, exc)
+    for r in range(max(due.values(), default=0)):
+        batches = [group[s].sample() if s in live and due.get(s, 0) > r else None for s in range(len(group))]
+        if all(b is None for b in batches):
+            break
+        stats, stepped = vector.update(batches)
+        for s, batch in enumerate(batches):
+            if batch is None:
+                continue
+            if bool(stepped[s]):
+                group[s].learned({k: v[s] for k, v in stats.items()})
+            else:
+                bad = ", ".join(f"{k}={stats[k][s].item():g}" for k in FINITE_STATS if not torch.isfinite(stats[k][s]))
+                fail(s, NonFiniteError(f"non-finite {bad}"))
 
 
 def _train(group: list[Experiment], vector: VectorLearner, results: list[Any], index: list[int]) -> None:
@@ -121,28 +154,7 @@ def _train(group: list[Experiment], vector: VectorLearner, results: list[Any], i
         results[index[s]] = failure
 
     while live:
-        due: dict[int, int] = {}
-        acting = sorted(live)
-        acted = vector.act([group[s].runner.policy_inputs() for s in acting], acting)  # one call for all
-        for s, out in zip(acting, acted):
-            try:
-                due[s] = group[s].collect(out)
-            except Exception as exc:
-                fail(s, exc)
-        for r in range(max(due.values(), default=0)):
-            batches = [group[s].sample() if s in live and due.get(s, 0) > r else None for s in range(len(group))]
-            if all(b is None for b in batches):
-                break
-            stats, stepped = vector.update(batches)
-            for s, batch in enumerate(batches):
-                if batch is None:
-                    continue
-                if bool(stepped[s]):
-                    group[s].learned({k: v[s] for k, v in stats.items()})
-                else:
-                    bad = ", ".join(f"{k}={stats[k][s].item():g}" for k in FINITE_STATS
-                                    if not torch.isfinite(stats[k][s]))
-                    fail(s, NonFiniteError(f"non-finite {bad}"))
+        collect_and_learn(group, vector, live, fail)
         for s in sorted(live):
             try:
                 group[s].after_step()

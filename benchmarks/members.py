@@ -1,0 +1,155 @@
+"""Many seeds in one process (``seeds_per_process``): throughput summed over members.
+
+    python benchmarks/members.py                          # lbf, mpe, vmas; S = 1, 2, 4, 8, 16
+    python benchmarks/members.py --tasks lbf --sizes 1,8 --reps 3 --seconds 5
+
+For each task and group size S, in a fresh process: S members (seeds 0..S-1) built as a
+vectorised group, buffers warm, then
+- training env steps/s summed over members: the group's loop (one policy call acts for all
+  members, every member's envs step, the due gradient steps taken together);
+- learner updates/s summed over members: ``VectorLearner.update`` alone, S batches per call.
+Then the same S seeds as S separate one-seed processes, ``--cores`` at a time: the summed training
+env steps/s of the machine when each core runs one process (what a sweep without the option
+gets). Medians of ``--reps``; ratios are against S = 1 in the same window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS: dict[str, list[str]] = {
+    "lbf": ["env=lbf", "env.key=Foraging-8x8-2p-2f-coop-v3"],
+    "mpe": ["env=mpe", "env.scenario=simple_spread"],
+    "vmas": ["env=vmas", "env.scenario=balance", "num_envs=16"],
+}
+FIXED = ["logger.wandb.mode=disabled", "logger.console=false", "t_max=100000000", "eval.interval=100000000",
+         "checkpoint.interval=100000000", "threads=1", "device=cpu"]
+
+
+def _rate(fn, seconds: float) -> float:
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        done += fn()
+    return done / (time.perf_counter() - start)
+
+
+def group_worker(task: str, size: int, reps: int, seconds: float) -> dict[str, float]:
+    """Summed rates of a vectorised group of ``size`` members, measured in this process."""
+    from marl.config import compose
+    from marl.experiment import Experiment
+    from marl.vector_experiment import collect_and_learn, vectorise
+
+    root = Path("/tmp") / f"marl-bench-members-{task}-{size}"
+    shutil.rmtree(root, ignore_errors=True)
+    group = [Experiment(compose([*TASKS[task], *FIXED, f"seed={s}", f"run_dir={root / str(s)}"]))
+             for s in range(size)]
+    vector = vectorise(group)
+    live = set(range(size))
+
+    def fail(s: int, exc: Exception) -> None:
+        raise exc
+
+    batch_size = group[0].learner.cfg.batch_size
+    while not all(m.buffer.can_sample(batch_size) for m in group):
+        collect_and_learn(group, vector, live, fail)
+
+    def training() -> int:
+        before = sum(m.clock.env_steps for m in group)
+        collect_and_learn(group, vector, live, fail)
+        return sum(m.clock.env_steps for m in group) - before
+
+    def updates() -> int:
+        vector.update([m.sample() for m in group])
+        return size
+
+    out = {"training": statistics.median(_rate(training, seconds) for _ in range(reps)),
+           "updates": statistics.median(_rate(updates, seconds) for _ in range(reps))}
+    for m in group:
+        m.close()
+    return out
+
+
+def single_worker(task: str, seed: int, seconds: float) -> float:
+    """Training env steps/s of one standalone run (buffer warm), measured in this process."""
+    from marl.config import compose
+    from marl.experiment import Experiment
+
+    run_dir = Path("/tmp") / f"marl-bench-single-{task}-{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    exp = Experiment(compose([*TASKS[task], *FIXED, f"seed={seed}", f"run_dir={run_dir}"]))
+    while not exp.buffer.can_sample(exp.learner.cfg.batch_size):
+        exp._collect_and_learn()
+
+    def training() -> int:
+        before = exp.clock.env_steps
+        exp._collect_and_learn()
+        return exp.clock.env_steps - before
+
+    rate = _rate(training, seconds)
+    exp.close()
+    return rate
+
+
+def separate(task: str, size: int, cores: int, seconds: float) -> float:
+    """Summed training env steps/s of ``size`` one-seed processes, ``cores`` at a time."""
+    rates: list[float] = []
+    for first in range(0, size, cores):
+        procs = [subprocess.Popen([sys.executable, __file__, "--single", task, "--seed", str(s), "--seconds",
+                                   str(seconds)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+                 for s in range(first, min(first + cores, size))]
+        batch = [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+        rates.append(sum(batch))  # the machine's rate while this batch of processes runs
+    return statistics.mean(rates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--sizes", default="1,2,4,8,16")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--cores", type=int, default=2, help="one-seed processes run at a time")
+    parser.add_argument("--group", help=argparse.SUPPRESS)
+    parser.add_argument("--single", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.group:
+        print(json.dumps(group_worker(args.group, args.size, args.reps, args.seconds)))
+        return
+    if args.single:
+        print(single_worker(args.single, args.seed, args.seconds))
+        return
+    header = ("task", "S", "train env/s (sum)", "vs S=1", "updates/s (sum)", "vs S=1",
+              f"S processes, {args.cores} at a time: train env/s", "group / processes")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for task in args.tasks.split(","):
+        base: dict[str, float] | None = None
+        for size in (int(s) for s in args.sizes.split(",")):
+            proc = subprocess.run([sys.executable, __file__, "--group", task, "--size", str(size), "--reps",
+                                   str(args.reps), "--seconds", str(args.seconds)], capture_output=True, text=True,
+                                  cwd=ROOT)
+            if proc.returncode != 0:
+                reason = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"
+                print(f"| {task} | {size} | unavailable: {reason[:80]} |" + " - |" * (len(header) - 3))
+                continue
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            base = base or r
+            procs = statistics.median(separate(task, size, args.cores, args.seconds) for _ in range(args.reps))
+            print(f"| {task} | {size} | {r['training']:,.0f} | {r['training'] / base['training']:.2f}x | "
+                  f"{r['updates']:.0f} | {r['updates'] / base['updates']:.2f}x | {procs:,.0f} | "
+                  f"{r['training'] * min(args.cores, size) / procs:.2f}x |", flush=True)
+    print(f"\n'group / processes': {args.cores} such groups, one per core, against the S processes.")
+
+
+if __name__ == "__main__":
+    main()
