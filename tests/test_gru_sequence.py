@@ -6,6 +6,7 @@ sequence, and more rows than a chunk holds (one step per chunk).
 
 import pytest
 import torch
+from torch import nn
 
 from marl.agents.gru_sequence import gru_sequence
 
@@ -84,3 +85,31 @@ def test_a_sweep_builds_the_kernel_once_before_its_jobs_when_they_need_it(monkey
     monkeypatch.setattr(module, "available", lambda: calls.append(1) or True)
     SweepSummary().on_multirun_start(OmegaConf.create({"agent": {"name": agent}, "device": device}))
     assert len(calls) == int(builds)
+
+
+def test_under_vmap_each_member_runs_the_kernel_with_its_own_gradients():
+    """A vectorised learner's members (torch.func.vmap over stacked weights) keep the fused kernel."""
+    from torch.func import vmap
+    from types import SimpleNamespace
+
+    S, T, N, H = 3, 7, 5, 4
+    torch.manual_seed(0)
+    rnns = [nn.GRU(H, H) for _ in range(S)]
+    names = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+    stacked = [torch.stack([getattr(r, n) for r in rnns]).detach().requires_grad_() for n in names]
+    x = torch.randn(S, T, N, H)
+
+    def member(w_ih, w_hh, b_ih, b_hh, x):
+        rnn = SimpleNamespace(weight_ih_l0=w_ih, weight_hh_l0=w_hh, bias_ih_l0=b_ih, bias_hh_l0=b_hh)
+        return gru_sequence(rnn, x, torch.zeros(x.shape[1], H))
+
+    out = vmap(member)(*stacked, x)
+    (out**2).sum().backward()
+    for s, rnn in enumerate(rnns):
+        want, _ = rnn(x[s], torch.zeros(1, N, H))
+        (want**2).sum().backward()
+        torch.testing.assert_close(out[s], want)
+        for n, w in zip(names, stacked):
+            torch.testing.assert_close(w.grad[s], getattr(rnn, n).grad, msg=lambda m: f"member {s} {n}: {m}")
+    with torch.no_grad():  # the target network's pass
+        torch.testing.assert_close(vmap(member)(*[w.detach() for w in stacked], x), out.detach())

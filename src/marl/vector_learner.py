@@ -66,10 +66,10 @@ def _time_pad(x: torch.Tensor, length: int) -> tuple[int, ...]:
 
 
 def _use_vmappable_paths(module: nn.Module) -> None:
-    """Agents with a fused sequence kernel (not batchable by vmap) fall back to plain torch ops."""
+    """Agents with paths that vmap cannot batch (``nn.GRU``, ``gru_cell``) switch to ones it can."""
     for m in module.modules():
-        if hasattr(m, "sequence_kernel"):
-            m.sequence_kernel = False
+        if hasattr(m, "vmappable"):
+            m.vmappable = True
 
 
 class VectorLearner:

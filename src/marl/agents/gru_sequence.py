@@ -96,21 +96,40 @@ def _biases(b_ih: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
 
 
 class _GRUSequence(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, h0: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
-                b_ih: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
-        out, rz, n, ghn = kernel().forward(x, h0, w_ih, w_hh, _biases(b_ih, b_hh), True)
-        ctx.save_for_backward(x, h0, w_ih, w_hh, out, rz, n, ghn)
-        return out
+    """The kernel as an autograd op; under ``torch.func.vmap`` (a vectorised learner's members)
+    it runs once per member, so members keep the fused kernel rather than per-step ops."""
 
     @staticmethod
-    def backward(ctx: Any, dout: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(x: torch.Tensor, h0: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,  # type: ignore[override]
+                b_ih: torch.Tensor, b_hh: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(kernel().forward(x, h0, w_ih, w_hh, _biases(b_ih, b_hh), True))
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[torch.Tensor, ...], output: tuple[torch.Tensor, ...]) -> None:
+        x, h0, w_ih, w_hh, _, _ = inputs
+        out, rz, n, ghn = output
+        ctx.mark_non_differentiable(rz, n, ghn)
+        ctx.save_for_backward(x, h0, w_ih, w_hh, out, rz, n, ghn)
+
+    @staticmethod
+    def backward(ctx: Any, dout: torch.Tensor, *unused: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
         return tuple(kernel().backward(dout.contiguous(), *ctx.saved_tensors))
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple[int | None, ...], *args: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[int, ...]]:
+        per_member = [_GRUSequence.apply(*(a.select(d, i).contiguous() if d is not None else a
+                                             for a, d in zip(args, in_dims)))
+                      for i in range(info.batch_size)]
+        return tuple(torch.stack(outs) for outs in zip(*per_member)), (0, 0, 0, 0)
+
+
+def _batched(x: torch.Tensor) -> bool:
+    return bool(torch._C._functorch.is_batchedtensor(x))
 
 
 def gru_sequence(rnn: nn.GRU, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
     """Output of the one-layer ``rnn`` at every step: x [T, N, in], h0 [N, H] -> [T, N, H]."""
     args = (x.contiguous(), h0.contiguous(), rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
-    if torch.is_grad_enabled() and any(a.requires_grad for a in args):
-        return _GRUSequence.apply(*args)
+    if torch.is_grad_enabled() and any(a.requires_grad for a in args) or any(_batched(a) for a in args):
+        return _GRUSequence.apply(*args)[0]
     return kernel().forward(*args[:4], _biases(*args[4:]), False)[0]

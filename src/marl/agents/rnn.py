@@ -33,11 +33,12 @@ class RNNAgent(nn.Module):
         self.fc1 = nn.Linear(input_dim, hidden_dim)
         self.rnn = nn.GRU(hidden_dim, hidden_dim)
         self.fc2 = nn.Linear(hidden_dim, n_actions)
-        self.sequence_kernel = True  # False: the plain unrolled GRU (a vectorised learner's template)
+        self.vmappable = False  # True inside torch.func.vmap (a vectorised learner's template)
 
     def _unrolled(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """The GRU step by step in plain torch ops (``torch.gru_cell``'s maths): what
-        ``torch.func.vmap`` can batch over members, which neither nn.GRU nor the fused kernel is."""
+        ``torch.func.vmap`` batches over members where the fused kernel does not apply (acting,
+        CUDA, no compiler)."""
         rnn = self.rnn
         gates_x = nn.functional.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0)  # all steps at once
         out = []
@@ -56,15 +57,15 @@ class RNNAgent(nn.Module):
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """inputs [T, N, input_dim], hidden [N, H] -> (q [T, N, n_actions], hidden [N, H])."""
         x = torch.relu_(self.fc1(inputs))  # in place: one fewer fresh [T, N, H] tensor
-        if not self.sequence_kernel:
-            out = self._unrolled(x, hidden)
-            return self.fc2(out), out[-1]
-        if x.shape[0] == 1:  # acting: the same cell maths without nn.GRU's per-call set-up
+        if x.shape[0] == 1 and not self.vmappable:  # acting: the cell maths without nn.GRU's set-up
             rnn = self.rnn
             h = torch.gru_cell(x[0], hidden, rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
             return self.fc2(h).unsqueeze(0), h
-        if x.device.type == "cpu" and x.dtype == torch.float32 and gru_sequence.available():
-            out = gru_sequence.gru_sequence(self.rnn, x, hidden)
+        if x.shape[0] > 1 and x.device.type == "cpu" and x.dtype == torch.float32 and gru_sequence.available():
+            out = gru_sequence.gru_sequence(self.rnn, x, hidden)  # fused; under vmap once per member
+            return self.fc2(out), out[-1]
+        if self.vmappable:  # neither nn.GRU nor gru_cell has a vmap batching rule
+            out = self._unrolled(x, hidden)
             return self.fc2(out), out[-1]
         self.rnn.flatten_parameters()  # cuDNN wants one weight buffer; copies and loads break it up
         out, h = self.rnn(x, hidden.unsqueeze(0))
