@@ -10,7 +10,8 @@ vectorised group, buffers warm, then
 - learner updates/s summed over members: ``VectorLearner.update`` alone, S batches per call.
 Then the same S seeds as S separate one-seed processes, ``--cores`` at a time: the summed training
 env steps/s of the machine when each core runs one process (what a sweep without the option
-gets). Medians of ``--reps``; ratios are against S = 1 in the same window.
+gets). Medians of ``--reps``; the group's ratios are against a plain (``seeds_per_process=1``)
+run measured in the same process, interleaved with the group's measurements.
 """
 
 from __future__ import annotations
@@ -70,11 +71,28 @@ def group_worker(task: str, size: int, reps: int, seconds: float) -> dict[str, f
         vector.update([m.sample() for m in group])
         return size
 
-    out = {"training": statistics.median(_rate(training, seconds) for _ in range(reps)),
-           "updates": statistics.median(_rate(updates, seconds) for _ in range(reps))}
-    for m in group:
+    alone = Experiment(compose([*TASKS[task], *FIXED, "seed=0", f"run_dir={root / 'alone'}"]))
+    while not alone.buffer.can_sample(batch_size):
+        alone._collect_and_learn()
+
+    def alone_training() -> int:
+        before = alone.clock.env_steps
+        alone._collect_and_learn()
+        return alone.clock.env_steps - before
+
+    def alone_updates() -> int:
+        alone.learner.update(alone.sample())
+        return 1
+
+    rates: dict[str, list[float]] = {k: [] for k in ("training", "updates", "alone_training", "alone_updates")}
+    for _ in range(reps):  # interleaved, so that the ratios are measured in the same window
+        rates["alone_training"].append(_rate(alone_training, seconds))
+        rates["training"].append(_rate(training, seconds))
+        rates["alone_updates"].append(_rate(alone_updates, seconds))
+        rates["updates"].append(_rate(updates, seconds))
+    for m in [*group, alone]:
         m.close()
-    return out
+    return {k: statistics.median(v) for k, v in rates.items()}
 
 
 def single_worker(task: str, seed: int, seconds: float) -> float:
@@ -128,12 +146,11 @@ def main() -> None:
     if args.single:
         print(single_worker(args.single, args.seed, args.seconds))
         return
-    header = ("task", "S", "train env/s (sum)", "vs S=1", "updates/s (sum)", "vs S=1",
-              f"S processes, {args.cores} at a time: train env/s", "group / processes")
+    header = ("task", "S", "train env/s (sum)", "vs one plain run", "updates/s (sum)", "vs one plain run",
+              f"S processes, {args.cores} at a time: train env/s", "groups / processes")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for task in args.tasks.split(","):
-        base: dict[str, float] | None = None
         for size in (int(s) for s in args.sizes.split(",")):
             proc = subprocess.run([sys.executable, __file__, "--group", task, "--size", str(size), "--reps",
                                    str(args.reps), "--seconds", str(args.seconds)], capture_output=True, text=True,
@@ -143,12 +160,12 @@ def main() -> None:
                 print(f"| {task} | {size} | unavailable: {reason[:80]} |" + " - |" * (len(header) - 3))
                 continue
             r = json.loads(proc.stdout.strip().splitlines()[-1])
-            base = base or r
             procs = statistics.median(separate(task, size, args.cores, args.seconds) for _ in range(args.reps))
-            print(f"| {task} | {size} | {r['training']:,.0f} | {r['training'] / base['training']:.2f}x | "
-                  f"{r['updates']:.0f} | {r['updates'] / base['updates']:.2f}x | {procs:,.0f} | "
+            print(f"| {task} | {size} | {r['training']:,.0f} | {r['training'] / r['alone_training']:.2f}x | "
+                  f"{r['updates']:.0f} | {r['updates'] / r['alone_updates']:.2f}x | {procs:,.0f} | "
                   f"{r['training'] * min(args.cores, size) / procs:.2f}x |", flush=True)
-    print(f"\n'group / processes': {args.cores} such groups, one per core, against the S processes.")
+    print(f"\n'vs one plain run': against a seeds_per_process=1 run measured in the same process, interleaved."
+          f"\n'groups / processes': {args.cores} such groups, one per core, against the S one-seed processes.")
 
 
 if __name__ == "__main__":
