@@ -135,7 +135,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 # --- round trips of every component ------------------------------------------------------------
-@pytest.mark.parametrize("mixer", ["qmix", "vdn", "none"])
+@pytest.mark.parametrize("mixer", ["qmix", "vdn", "none", "ow_qmix", "cw_qmix", "qplex"])
 def test_learner_round_trip_keeps_nets_targets_and_optimizer(tmp_path, mixer):
     exp = Experiment(run_config(tmp_path / "a", "env=climbing", f"mixer={mixer}", *CASES["climbing"][1:]))
     while exp.clock.grad_steps < 5:  # non-trivial optimizer moments

@@ -3,15 +3,19 @@
 One update, read top to bottom:
 
 1. Q_i for every step of every sampled episode: the agent runs over whole padded sequences.
-2. Q_tot = mixer(Q_i(a_t), s_t) for all steps at once.
-3. Targets from the target networks at t+1: double Q picks the argmax with the online network,
-   among the available actions; ``terminated`` stops bootstrapping, truncation does not
+2. Targets from the target networks at t+1: double Q picks the argmax with the online network,
+   among the available actions; the target mixer values those actions (for QMIX Q_tot', for
+   Weighted QMIX its unrestricted Q*'); ``terminated`` stops bootstrapping, truncation does not
    (docs/architecture.md, invariant 3); TD(λ) blends n-step returns when ``td_lambda > 0``.
-4. Masked MSE over real steps (``filled``), gradient clipping, a finiteness check of the loss,
-   the gradient norm and the Q-values (invariant 8), one optimiser step.
+3. Q_tot = mixer(Q_i(a_t), s_t) for all steps at once, given the targets.
+4. Masked MSE over real steps (``filled``), weighted per step if the mixer says so, plus any loss
+   terms of the mixer's own; gradient clipping, a finiteness check of the loss terms, the
+   gradient norm and the Q-values (invariant 8), one optimiser step.
 
-The mixer's ``out_dim`` columns are all regression targets, so independent learners (``none``,
-one column per agent) need no special case.
+The mixer is reached only through :func:`marl.mixers.mix` with a :class:`marl.mixers.MixerInput`
+(and :func:`marl.mixers.bind` once at construction): no branch on the mixer's name. Its
+``out_dim`` columns are all regression targets, so independent learners (``none``, one column per
+agent) need no special case.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from torch import nn
 from marl.buffers import Episodes
 from marl.config import Optimizer
 from marl.errors import NonFiniteError
+from marl.mixers import MixerInput, bind, mix
 from marl.policy import Policy
 from marl.reward_scaling import RunningMeanStd
 
@@ -56,19 +61,22 @@ def lambda_returns(reward: torch.Tensor, terminated: torch.Tensor, filled: torch
 
 
 FINITE_STATS = ("loss", "grad_norm", "q_taken_mean", "target_mean")
+EXTRA_LOSS_PREFIX = "loss_"  # a mixer's own loss terms, reported as loss_<name>
 
 
 def check_finite(stats: dict[str, torch.Tensor]) -> None:
-    """Raise :class:`NonFiniteError` naming each of :data:`FINITE_STATS` that is NaN or infinite.
+    """Raise :class:`NonFiniteError` naming each of :data:`FINITE_STATS` and each extra loss term
+    (``loss_<name>``, a mixer's own) that is NaN or infinite.
 
     One fused check and one host read per update: nothing on CPU, and on CUDA the acting step
     that follows synchronises anyway. Argmax over NaN Q-values picks action 0, so a run that went
     on would still "evaluate" (on the climbing game, to the optimum 275).
     """
-    values = torch.stack([stats[k].float() for k in FINITE_STATS])
+    keys = [*FINITE_STATS, *(k for k in stats if k.startswith(EXTRA_LOSS_PREFIX))]
+    values = torch.stack([stats[k].float() for k in keys])
     if bool(torch.isfinite(values).all()):
         return
-    bad = ", ".join(f"{k}={v:g}" for k, v in zip(FINITE_STATS, values.tolist()) if not math.isfinite(v))
+    bad = ", ".join(f"{k}={v:g}" for k, v in zip(keys, values.tolist()) if not math.isfinite(v))
     raise NonFiniteError(f"non-finite {bad}")
 
 
@@ -78,7 +86,9 @@ class Learner:
         self.check_finite = check_finite
         # A plain dataclass copy: attribute access on an OmegaConf node costs microseconds per read.
         self.cfg = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
-        self.policy, self.mixer = policy.to(device), mixer.to(device)
+        self.policy = policy.to(device)
+        bind(mixer, self.policy)  # a mixer with agent networks of its own builds them now
+        self.mixer = mixer.to(device)
         self.target_policy = copy.deepcopy(self.policy).requires_grad_(False)
         self.target_mixer = copy.deepcopy(self.mixer).requires_grad_(False)
         self.params = list(self.policy.parameters()) + list(self.mixer.parameters())
@@ -95,6 +105,13 @@ class Learner:
     def loss(self, batch: Episodes) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The masked TD loss of one batch of episodes, and statistics for logging.
 
+        A function of ``policy``, ``mixer``, ``target_policy``, ``target_mixer``, the batch and
+        ``cfg`` (and the reward statistics below): the mixers are called through
+        :func:`marl.mixers.mix`, the target mixer first (the bootstrap values), then the online
+        mixer with the targets. A mixer's ``td_weight`` weights the squared TD errors and its
+        ``losses`` are added to the loss; both are reported in the statistics (``loss_td``,
+        ``loss_<name>``, ``td_weight_mean``), and ``loss`` is the total.
+
         With ``standardise_rewards`` the batch's real steps first update the running reward
         statistics, then its rewards are standardised before the targets are computed (EPyMARL's
         QLearner.train); padded steps neither update them nor reach the loss.
@@ -104,24 +121,39 @@ class Learner:
         if self.reward_scaling is not None:
             self.reward_scaling.update(reward, filled)
             reward = torch.where(filled, self.reward_scaling.normalise(reward), 0.0)
-        avail = batch["avail"][:, 1:]
+        avail = batch["avail"]
         avail = avail | ~avail.any(dim=-1, keepdim=True)  # no action left (e.g. dead): any will do
+        state = batch["state"]
         q = self.policy.q_sequence(batch)  # [B, T+1, n, A]
         chosen = q[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-        q_tot = self.mixer(chosen, batch["state"][:, :-1])  # [B, T, k]
+        greedy = q.detach().masked_fill(~avail, -torch.inf).argmax(dim=-1)  # [B, T+1, n]
         with torch.no_grad():
             target_q = self.target_policy.q_sequence(batch)[:, 1:]
-            pick_from = q[:, 1:].detach() if self.cfg.double_q else target_q
-            best = pick_from.masked_fill(~avail, -torch.inf).argmax(dim=-1, keepdim=True)
-            next_values = self.target_mixer(target_q.gather(-1, best).squeeze(-1), batch["state"][:, 1:])
+            best = (greedy[:, 1:] if self.cfg.double_q
+                    else target_q.masked_fill(~avail[:, 1:], -torch.inf).argmax(dim=-1))
+            next_values = mix(self.target_mixer, MixerInput(
+                chosen=target_q.gather(-1, best.unsqueeze(-1)).squeeze(-1), state=state[:, 1:], q_all=target_q,
+                avail=avail[:, 1:], actions=best, greedy=greedy[:, 1:], episodes=batch, next_step=True)).q_tot
             y = lambda_returns(reward, batch["terminated"], filled, next_values,
                                self.cfg.gamma, self.cfg.td_lambda)
-        mask = filled.unsqueeze(-1).expand_as(q_tot).to(q_tot.dtype)
+            mask = filled.unsqueeze(-1).expand_as(y).to(y.dtype)
+        mixed = mix(self.mixer, MixerInput(
+            chosen=chosen, state=state[:, :-1], q_all=q[:, :-1], avail=avail[:, :-1], actions=actions,
+            greedy=greedy[:, :-1], episodes=batch, targets=y, mask=mask, target_mixer=self.target_mixer))
+        q_tot = mixed.q_tot  # [B, T, k]
         td = (q_tot - y) * mask
         n = mask.sum()
-        loss = (td**2).sum() / n
+        td_loss = (td**2).sum() / n if mixed.td_weight is None else (mixed.td_weight * td**2).sum() / n
+        loss = td_loss
+        for term in mixed.losses.values():
+            loss = loss + term
         stats = {"loss": loss.detach(), "td_abs": td.abs().sum().detach() / n,
                  "q_taken_mean": (q_tot.detach() * mask).sum() / n, "target_mean": (y * mask).sum() / n}
+        if mixed.losses:
+            stats[f"{EXTRA_LOSS_PREFIX}td"] = td_loss.detach()
+        stats.update({f"{EXTRA_LOSS_PREFIX}{name}": term.detach() for name, term in mixed.losses.items()})
+        if mixed.td_weight is not None:
+            stats["td_weight_mean"] = (mixed.td_weight * mask).sum() / n
         return loss, stats
 
     def update(self, batch: Episodes) -> dict[str, torch.Tensor]:

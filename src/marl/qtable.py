@@ -6,6 +6,7 @@ For each of the game's matrices (e.g. state 1, 2A, 2B of the two-step game) the 
 through the joint-action prefix that reaches it, then Q_tot = mixer(Q_1(a_1), Q_2(a_2), s) is
 evaluated for every joint action. Rows are agent 1's actions, columns agent 2's. For ``none``
 (no joint value) the table holds Q_1(a_1) + Q_2(a_2) and the per-agent values are listed too.
+For ``ow_qmix`` and ``cw_qmix`` it is QMIX's Q_tot, which the agents act on, not the joint Q*.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from omegaconf import OmegaConf
 
 from marl.checkpoint import CHECKPOINT_FILE, load
 from marl.experiment import CONFIG_FILE
+from marl.mixers import MixerInput, bind, mix
 from marl.policy import Policy
 from marl.registry import ENVS, MIXERS, import_all_components
 
@@ -34,6 +36,7 @@ def q_tables(run_dir: Path) -> dict[str, Any]:
         raise SystemExit(f"env.name={cfg.env.name!r} is not a matrix game: no Q table to print")
     spec = env.spec
     policy, mixer = Policy(spec, cfg.agent), MIXERS.build(cfg.mixer, n_agents=spec.n_agents, state_dim=spec.state_dim)
+    bind(mixer, policy)  # as the Learner does: a mixer's own agent networks exist before loading
     state = load(run_dir / CHECKPOINT_FILE)["learner"]
     policy.load_state_dict(state["policy"])
     mixer.load_state_dict(state["mixer"])
@@ -51,7 +54,10 @@ def q_tables(run_dir: Path) -> dict[str, Any]:
         q, _ = policy(ts.obs.unsqueeze(1), last, hidden)
         q = q[0, 0]  # [n, A]
         chosen = q[torch.arange(spec.n_agents), joint]  # [A*A, n]
-        out = mixer(chosen, ts.state.expand(len(joint), -1))  # [A*A, k]
+        N = len(joint)
+        out = mix(mixer, MixerInput(chosen=chosen, state=ts.state.expand(N, -1), q_all=q.expand(N, -1, -1),
+                                    avail=ts.avail.expand(N, -1, -1), actions=joint,
+                                    greedy=q.argmax(-1).expand(N, -1))).q_tot  # [A*A, k]
         q_tot = out.sum(-1) if out.shape[-1] > 1 else out[:, 0]
         tables[label] = {"q_tot": q_tot.view(A, A).tolist(), "q_agents": q.tolist()}
     return {"env": cfg.env.name, "mixer": cfg.mixer.name, "seed": cfg.seed, "tables": tables}
