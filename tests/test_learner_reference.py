@@ -3,30 +3,20 @@
 import pytest
 import torch
 
-from marl.buffers import allocate
 from marl.envs.base import EnvSpec
 from marl.learner import Learner
 from marl.policy import Policy
 from marl.registry import MIXERS
 
+import helpers
 from helpers import run_config
 from reference_learner import reference_loss
 
 SPEC = EnvSpec(n_agents=3, obs_dim=5, state_dim=7, n_actions=4, episode_limit=9)
 
 
-def random_batch(B=6):
-    g = torch.Generator().manual_seed(0)
-    b = allocate(SPEC, B)
-    b["obs"].normal_(generator=g)
-    b["state"].normal_(generator=g)
-    b["avail"][:] = torch.rand(b["avail"].shape, generator=g) > 0.3
-    b["actions"].random_(0, SPEC.n_actions, generator=g)
-    b["reward"].normal_(generator=g)
-    for i, length in enumerate([9, 9, 5, 3, 1, 7]):
-        b["filled"][i, :length] = True
-        b["terminated"][i, length - 1] = i % 2 == 1  # alternate terminated / truncated endings
-    return b
+def random_batch():
+    return helpers.random_batch(SPEC, [9, 9, 5, 3, 1, 7])
 
 
 @pytest.mark.parametrize("mixer", ["qmix", "vdn", "none"])

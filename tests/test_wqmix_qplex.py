@@ -22,7 +22,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from marl.buffers import allocate
 from marl.config import compose
 from marl.envs.base import EnvSpec
 from marl.errors import ConfigError, NonFiniteError
@@ -34,24 +33,15 @@ from marl.registry import MIXERS
 from marl.vector_learner import VectorLearner, stack_batches
 from marl.wandb_naming import wandb_identity
 
+import helpers
 from helpers import run_config
 
 SPEC = EnvSpec(n_agents=3, obs_dim=4, state_dim=5, n_actions=4, episode_limit=6)
 NEW = ("ow_qmix", "cw_qmix", "qplex")
 
 
-def random_batch(B: int = 5, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    b = allocate(SPEC, B)
-    b["obs"].normal_(generator=g)
-    b["state"].normal_(generator=g)
-    b["avail"][:] = torch.rand(b["avail"].shape, generator=g) > 0.3
-    b["actions"].random_(0, SPEC.n_actions, generator=g)
-    b["reward"].normal_(generator=g)
-    for i, length in enumerate([6, 6, 4, 2, 1][:B]):
-        b["filled"][i, :length] = True
-        b["terminated"][i, length - 1] = i % 2 == 1
-    return b
+def random_batch(seed: int = 0) -> dict[str, torch.Tensor]:
+    return helpers.random_batch(SPEC, [6, 6, 4, 2, 1], seed)
 
 
 def make_learner(tmp_path, mixer: str, *overrides: str, seed: int = 0) -> Learner:
