@@ -64,20 +64,27 @@ FINITE_STATS = ("loss", "grad_norm", "q_taken_mean", "target_mean")
 EXTRA_LOSS_PREFIX = "loss_"  # a mixer's own loss terms, reported as loss_<name>
 
 
+def non_finite(stats: dict[str, torch.Tensor]) -> NonFiniteError | None:
+    """The error naming each of :data:`FINITE_STATS` and each extra loss term (``loss_<name>``, a
+    mixer's own) that is NaN or infinite, or None when all are finite."""
+    keys = [*FINITE_STATS, *(k for k in stats if k.startswith(EXTRA_LOSS_PREFIX))]
+    values = torch.stack([stats[k].float() for k in keys])
+    if bool(torch.isfinite(values).all()):
+        return None
+    bad = ", ".join(f"{k}={v:g}" for k, v in zip(keys, values.tolist()) if not math.isfinite(v))
+    return NonFiniteError(f"non-finite {bad}")
+
+
 def check_finite(stats: dict[str, torch.Tensor]) -> None:
-    """Raise :class:`NonFiniteError` naming each of :data:`FINITE_STATS` and each extra loss term
-    (``loss_<name>``, a mixer's own) that is NaN or infinite.
+    """Raise :func:`non_finite`'s error, if any.
 
     One fused check and one host read per update: nothing on CPU, and on CUDA the acting step
     that follows synchronises anyway. Argmax over NaN Q-values picks action 0, so a run that went
     on would still "evaluate" (on the climbing game, to the optimum 275).
     """
-    keys = [*FINITE_STATS, *(k for k in stats if k.startswith(EXTRA_LOSS_PREFIX))]
-    values = torch.stack([stats[k].float() for k in keys])
-    if bool(torch.isfinite(values).all()):
-        return
-    bad = ", ".join(f"{k}={v:g}" for k, v in zip(keys, values.tolist()) if not math.isfinite(v))
-    raise NonFiniteError(f"non-finite {bad}")
+    error = non_finite(stats)
+    if error is not None:
+        raise error
 
 
 class Learner:

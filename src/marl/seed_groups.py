@@ -40,8 +40,7 @@ class SeedGroupSweeper(BasicSweeper):
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([*self._parse_config(), *arguments])
         jobs = [list(job) for batch in self.split_arguments(overrides, None) for job in batch]
-        sizes = {int(self._job_config(job, i).seeds_per_process) for i, job in enumerate(jobs[:1])}
-        if sizes == {1}:
+        if int(self._job_config(jobs[0], 0).seeds_per_process) == 1:
             return super().sweep(arguments)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -49,7 +48,7 @@ class SeedGroupSweeper(BasicSweeper):
         groups = self.groups(jobs)
         (sweep_dir / GROUPS_DIR).mkdir(exist_ok=True)
         launched = []
-        for g, members in enumerate(groups):
+        for members in groups:
             first = members[0]
             path = sweep_dir / GROUPS_DIR / f"{first['num']}.json"
             path.write_text(json.dumps({"members": members}, indent=1))

@@ -25,11 +25,9 @@ from marl import preemption
 from marl.buffers import allocate
 from marl.errors import NonFiniteError
 from marl.experiment import AlreadyFinished, Experiment, run_label
-from marl.learner import FINITE_STATS
+from marl.learner import non_finite
 from marl.vector_learner import VectorLearner
-
-OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
-
+from marl.wandb_naming import OVERRIDES_FILE
 
 class MemberLearner:
     """What a member's :class:`Experiment` sees of the vectorised learner: its own slice."""
@@ -89,7 +87,7 @@ def run_group(cfg: DictConfig) -> list[dict[str, float] | BaseException]:
     group = [members[i] for i in live]
     vector = vectorise(group)
     try:
-        vector.probe(allocate(group[0].spec, group[0].learner.cfg.batch_size) | {"filled": _first_step(group[0])})
+        vector.probe(_probe_batch(group[0]))
     except Exception:
         for m in group:
             m.close()
@@ -107,10 +105,11 @@ def vectorise(group: list[Experiment]) -> VectorLearner:
     return vector
 
 
-def _first_step(exp: Experiment) -> torch.Tensor:
-    filled = allocate(exp.spec, exp.learner.cfg.batch_size)["filled"]
-    filled[:, 0] = True
-    return filled
+def _probe_batch(exp: Experiment) -> dict[str, torch.Tensor]:
+    """A batch of empty one-step episodes: enough to run the batched loss once."""
+    batch = allocate(exp.spec, exp.learner.cfg.batch_size)
+    batch["filled"][:, 0] = True
+    return batch
 
 
 def collect_and_learn(group: list[Experiment], vector: VectorLearner, live: set[int],
@@ -136,8 +135,7 @@ def collect_and_learn(group: list[Experiment], vector: VectorLearner, live: set[
             if bool(stepped[s]):
                 group[s].learned({k: v[s] for k, v in stats.items()})
             else:
-                bad = ", ".join(f"{k}={stats[k][s].item():g}" for k in FINITE_STATS if not torch.isfinite(stats[k][s]))
-                fail(s, NonFiniteError(f"non-finite {bad}"))
+                fail(s, non_finite({k: v[s] for k, v in stats.items()}) or NonFiniteError("non-finite update"))
 
 
 def _train(group: list[Experiment], vector: VectorLearner, results: list[Any], index: list[int]) -> None:

@@ -19,7 +19,6 @@ views into the stacked tensors, so each member acts with its current weights at 
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any
 
 import torch
@@ -206,8 +205,3 @@ class VectorLearner:
         if learner.reward_scaling is not None and "reward_scaling" in state:
             learner.reward_scaling.load_state_dict(state["reward_scaling"])
 
-
-def finite_members(stats: dict[str, torch.Tensor]) -> list[bool]:
-    """Which members' :data:`FINITE_STATS` are all finite (for messages)."""
-    values = torch.stack([stats[k].float() for k in FINITE_STATS]).cpu()
-    return [all(math.isfinite(v) for v in values[:, s].tolist()) for s in range(values.shape[1])]
