@@ -60,7 +60,7 @@ def make_run(folder: Path, overrides: tuple[str, ...], seed: int, evals: list[tu
     lines = []
     for steps, value in evals:
         clock = {"env_steps": steps, "episodes": steps // episode_len, "grad_steps": steps // episode_len - 10}
-        lines.append({**clock, "time": 1.0, "train/return_mean": value - 1})
+        lines.append({**clock, "time": steps / 100, "train/return_mean": value - 1})  # 100 steps/s
         lines.append({**clock, METRIC: value, "eval/return_std": 0.5, "eval/length_mean": float(episode_len)})
     if final:
         lines.append({**clock, "final": 1.0})
@@ -155,10 +155,12 @@ def test_markdown_and_csv_have_the_new_columns(tmp_path):
     lines = [line for line in md.splitlines() if line.startswith("| ")]
     assert lines[0] == ("| experiment | seeds | env steps | final mean [95% CI] | final IQM [95% CI] "
                         "| best mean [95% CI] | best IQM [95% CI] | maximum mean [95% CI] | maximum at (env steps) "
-                        "| average mean [95% CI] |")
+                        "| average mean [95% CI] | wall time per run (min) |")
     cells = [c.strip() for c in lines[1].strip("|").split("|")]
-    assert len(cells) == 10 and cells[0] == "qmix (in progress)"
+    assert len(cells) == 11 and cells[0] == "qmix (in progress)"
     assert cells[7].startswith("4.00 [") and cells[8] == "100000" and cells[9].startswith("3.50 [")
+    # each run's last record at 100 steps/s: 1500 s, 1500.02 s, 1000 s -> median 25.0 min, 16.7-25.0
+    assert cells[10] == "25.0 (16.7–25.0)"
     assert "*maximum*" in md and "*average*" in md and "per agent" not in md.lower()
 
     (row,) = read_csv(tmp_path / "out" / "summary.csv")
@@ -172,6 +174,7 @@ def test_markdown_and_csv_have_the_new_columns(tmp_path):
     runs = {r["seed"]: r for r in read_csv(tmp_path / "out" / "runs.csv")}
     assert [float(runs[str(s)]["average"]) for s in (0, 1, 2)] == AVERAGES
     assert [float(runs[str(s)]["at_maximum"]) for s in (0, 1, 2)] == list(MAX_VALUES.values())
+    assert [float(runs[str(s)]["wall_s"]) for s in (0, 1, 2)] == [1500.0, 1500.02, 1000.0]
 
 
 def test_maximum_over_fewer_seeds_is_labelled(tmp_path):

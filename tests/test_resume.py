@@ -272,7 +272,10 @@ def test_experiment_checkpoint_holds_everything_and_reloads_it_unchanged(tmp_pat
     again = Experiment(cfg)  # resumes from the folder
     again.save()
     again.close()
-    assert_same(ckpt.load(tmp_path / ckpt.CHECKPOINT_FILE), saved, "checkpoint")
+    resaved = ckpt.load(tmp_path / ckpt.CHECKPOINT_FILE)
+    # The wall time is the one field that moves: the resumed run continues it, never restarts it.
+    assert resaved["logger"].pop("time") >= saved["logger"].pop("time") > 0
+    assert_same(resaved, saved, "checkpoint")
 
 
 # --- interrupted runs end where uninterrupted ones do ----------------------------------------------
@@ -289,6 +292,8 @@ def test_interrupted_run_ends_bitwise_equal_to_uninterrupted(tmp_path, monkeypat
     assert n == len(stops) and len(fired) == len(stops)
     assert records(tmp_path) == records(reference[case])  # no duplicate, no missing record
     assert read_metrics(tmp_path)[-1].get("final") == 1.0
+    times = [r["time"] for r in read_metrics(tmp_path)]
+    assert times == sorted(times), "a resumed run's wall time restarted instead of continuing"
     assert_same(final_state(tmp_path), final_state(reference[case]), "final checkpoint")
 
 

@@ -116,7 +116,8 @@ class Experiment:
             (self.run_dir / STATUS_FILE).unlink(missing_ok=True)  # a new attempt: no longer failed
             self.jsonl = JsonlSink(self.run_dir / METRICS_FILE,
                                    offset=state["logger"]["jsonl_offset"] if state else 0)
-            self.logger = Logger([self.jsonl] + (sinks if sinks is not None else self._default_sinks()))
+            self.logger = Logger([self.jsonl] + (sinks if sinks is not None else self._default_sinks()),
+                                 elapsed=state["logger"].get("time", 0.0) if state else 0.0)
             if state:
                 self._restore(state)
         except BaseException:
@@ -325,7 +326,7 @@ class Experiment:
             "rng": rng_state(self.generators),
             "pending_updates": self.pending_updates,
             "window": {k: v for k, v in self.window.items() if k not in ("t0",)},
-            "logger": {"jsonl_offset": self.jsonl.offset},
+            "logger": {"jsonl_offset": self.jsonl.offset, "time": self.logger.elapsed()},
             "seeds": self.seeds,
         }
         save_atomic(state, self.checkpoint_path)

@@ -239,12 +239,22 @@ class WandbSink:
 
 
 class Logger:
-    def __init__(self, sinks: list[Sink]) -> None:
+    """Writes each record, stamped with the clocks and ``time``, to every sink.
+
+    ``time`` is the run's wall time in seconds, summed over its attempts: a resumed run starts from
+    the ``elapsed`` its checkpoint stored, so the last record says how long the run took in all
+    (work lost after the last checkpoint is not counted; the work redone after resuming is).
+    """
+
+    def __init__(self, sinks: list[Sink], elapsed: float = 0.0) -> None:
         self.sinks = sinks
-        self.start = time.time()
+        self.start = time.time() - float(elapsed)
+
+    def elapsed(self) -> float:
+        return round(time.time() - self.start, 3)
 
     def log(self, clock: Clock, metrics: dict[str, float]) -> None:
-        record = {**clock.as_dict(), "time": round(time.time() - self.start, 3), **metrics}
+        record = {**clock.as_dict(), "time": self.elapsed(), **metrics}
         for sink in self.sinks:
             sink.write(record)
 

@@ -44,21 +44,23 @@ def write_csv(comp: Comparison, path: Path) -> Path:
 
 def write_runs_csv(comp: Comparison, path: Path) -> Path:
     """One row per run: where it is, its group, seed, final and best return, or why it has none; then its
-    average return and its value at its group's maximum-return step (empty when it did not evaluate it)."""
+    average return, its value at its group's maximum-return step (empty when it did not evaluate it) and
+    its wall time in seconds (summed over its attempts)."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["env", "experiment", "seed", "final", "best", "env_steps", "status", "path", "average",
-                    "at_maximum"])
+                    "at_maximum", "wall_s"])
         for table in comp.tables:
             for row in table.rows:
                 for i, run in enumerate(row.runs):
                     w.writerow([table.label, row.label, run.seed, run.score(comp.metric, "final"),
                                 run.score(comp.metric, "best"), run.records[-1].get("env_steps", ""),
                                 "complete" if run.complete else run.problem, run.path,
-                                run.score(comp.metric, "average"), row.maximum_scores.get(i, "")])
+                                run.score(comp.metric, "average"), row.maximum_scores.get(i, ""),
+                                "" if run.wall_s is None else run.wall_s])
         for run in comp.incomplete:
             if not any(run in row.runs for t in comp.tables for row in t.rows):
-                w.writerow(["", "", run.seed, "", "", "", run.problem, run.path, "", ""])
+                w.writerow(["", "", run.seed, "", "", "", run.problem, run.path, "", "", run.wall_s or ""])
     return path
 
 

@@ -30,6 +30,16 @@ def steps_label(row: Row) -> str:
     return f"{min(steps)}" if min(steps) == max(steps) else f"{min(steps)}–{max(steps)}"
 
 
+def wall_label(row: Row) -> str:
+    """Wall time per run in minutes: the median over the row's runs and their range."""
+    walls = sorted(w / 60 for w in row.wall_s)
+    if not walls:
+        return "—"
+    if len(walls) == 1:
+        return f"{walls[0]:.1f}"
+    return f"{float(np.median(walls)):.1f} ({walls[0]:.1f}–{walls[-1]:.1f})"
+
+
 def per_agent_note(table: EnvTable) -> str:
     """How the table's returns are scaled under ``--per-agent`` ("" for team returns)."""
     if table.divisor is None:
@@ -53,7 +63,8 @@ def to_markdown(comp: Comparison, images: dict[str, str] | None = None) -> str:
              "confidence intervals (rliable). *final*: the last evaluation of each run; *best*: its best "
              "evaluation. Rows are sorted by final IQM. EPyMARL's metrics, mean over seeds: *maximum*: at the "
              "evaluation step where the mean over seeds is highest (*maximum at*); *average*: each run's mean "
-             "over all its evaluations.")
+             "over all its evaluations. *wall time*: minutes per run, median over the seeds (fastest–slowest), summed "
+             "over a run's attempts when it was resumed.")
     if comp.per_agent:
         intro += (" **Per agent** (`--per-agent`): each run's values are divided by its number of agents where "
                   "its team reward is the sum of the agents' rewards.")
@@ -63,14 +74,14 @@ def to_markdown(comp: Comparison, images: dict[str, str] | None = None) -> str:
         out += [f"## {table.label}" + (f" ({note})" if note else ""), "",
                 "| experiment | seeds | env steps | final mean [95% CI] | final IQM [95% CI] "
                 "| best mean [95% CI] | best IQM [95% CI] | maximum mean [95% CI] | maximum at (env steps) "
-                "| average mean [95% CI] |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
+                "| average mean [95% CI] | wall time per run (min) |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in table.rows:
             label = row.label + (" (in progress)" if row.in_progress else "")
             out.append(f"| {label} | {len(row.runs)} | {steps_label(row)} | {fmt_estimate(row.final.get('mean'))} "
                        f"| {fmt_estimate(row.final.get('iqm'))} | {fmt_estimate(row.best.get('mean'))} "
                        f"| {fmt_estimate(row.best.get('iqm'))} | {fmt_estimate(row.maximum.get('mean'))} "
-                       f"| {maximum_step_label(row)} | {fmt_estimate(row.average.get('mean'))} |")
+                       f"| {maximum_step_label(row)} | {fmt_estimate(row.average.get('mean'))} | {wall_label(row)} |")
         out.append("")
         if images and table.slug in images:
             out += [f"![{table.label}]({images[table.slug]})", ""]

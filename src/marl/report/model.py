@@ -60,6 +60,12 @@ class Run:
         return [int(r[unit]) if unit in r else None for r in self.records if metric in r and "env_steps" in r]
 
     @property
+    def wall_s(self) -> float | None:
+        """Seconds the run took, summed over its attempts: the ``time`` of its last record."""
+        times = [float(r["time"]) for r in self.records if isinstance(r.get("time"), (int, float))]
+        return times[-1] if times else None
+
+    @property
     def eval_schedule(self) -> tuple[int | None, str]:
         """``(eval.interval, eval.unit)`` of the run's config (interval None when it has none)."""
         ev = (self.config or {}).get("eval") or {}
@@ -118,6 +124,10 @@ class Row:
     @property
     def seeds(self) -> list[Any]:
         return sorted((r.seed for r in self.runs), key=str)
+
+    @property
+    def wall_s(self) -> list[float]:
+        return [w for r in self.runs if (w := r.wall_s) is not None]
 
     @property
     def env_steps(self) -> list[int]:
