@@ -173,3 +173,51 @@ def test_usr2_requeues_and_the_run_resumes_bitwise(tmp_path, node_cpus):
     assert records(run_dir) == records(tmp_path / "ref")
     assert_same(final_state(run_dir), final_state(tmp_path / "ref"), "final checkpoint")
     assert ckpt.load(run_dir / ckpt.CHECKPOINT_FILE)["clock"]["env_steps"] == 4000
+
+
+def test_usr2_requeues_a_seed_group_and_every_member_resumes_bitwise(tmp_path, node_cpus):
+    """``seeds_per_process=2``: one SLURM job trains both seeds; USR2 checkpoints every member,
+    submitit requeues the job, and each member ends bitwise equal to the uninterrupted group."""
+    name = f"marl-test-{uuid.uuid4().hex[:8]}"
+    overrides = ["env=climbing", "num_envs=2", "t_max=4000", "eval.interval=1000", "logger.interval=100",
+                 "checkpoint.interval=100000", "learner.batch_size=8", "buffer.capacity=20", "eval.episodes=4",
+                 "eval.num_envs=2", "learner.target_update_interval=10", "epsilon.anneal=2000", "threads=1",
+                 "seed=0-1", "seeds_per_process=2"]
+    members = ["0_seed=0", "1_seed=1"]
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "-m", "hydra/launcher=slurm",
+                             f"hydra.launcher.name={name}", *overrides, *QUIET, f"hydra.sweep.dir={sweep}"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not all((sweep / m / "metrics.jsonl").is_file() and (sweep / m / "metrics.jsonl").stat().st_size
+                      for m in members):
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.time() < deadline, "the SLURM job did not start training both members within 120 s"
+            time.sleep(0.1)
+        job = subprocess.run(["squeue", "-h", f"--name={name}", "-o", "%i"], capture_output=True, text=True,
+                             timeout=30).stdout.split()
+        assert len(job) == 1, job  # one job for the two seeds
+        subprocess.run(["scancel", "--signal=USR2", job[0]], check=True, timeout=30)
+        _, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    log = "".join(p.read_text() for p in (sweep / ".submitit").glob("*/*_log.err"))
+    assert "SIGUSR2 received" in log, log[-3000:]
+    states = [s for _, s in wait_for_sacct(name, 1, duplicates=True)]
+    assert states.count("REQUEUED") == 1 and states[-1] == "COMPLETED", states
+    assert [r[0] for r in submitit_results(sweep)] == ["success"]
+    resumed = [int(part.split(",")[0]) for part in log.split("from its checkpoint at env_steps=")[1:]]
+    assert len(resumed) == 2 and all(0 < s < 4000 for s in resumed), log[-3000:]  # both members resumed
+
+    ref = tmp_path / "ref"  # the same group, never interrupted, in one local process
+    done = subprocess.run([sys.executable, str(ROOT / "launch.py"), "-m", *overrides, *QUIET,
+                           f"hydra.sweep.dir={ref}", "hydra.launcher.n_jobs=1"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for m in members:
+        assert records(sweep / m) == records(ref / m), m
+        assert_same(final_state(sweep / m), final_state(ref / m), f"member {m}")
+        assert ckpt.load(sweep / m / ckpt.CHECKPOINT_FILE)["clock"]["env_steps"] == 4000
