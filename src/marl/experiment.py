@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from marl import preemption
 from marl.buffers import Episodes
 from marl.checkpoint import CHECKPOINT_FILE, load_latest, rng_state, save_atomic, seed_everything, set_rng_state
+from marl.allocator import keep_freed_memory
 from marl.clock import Clock, Every, LinearSchedule
 from marl.config import Unit, flatten, validate
 from marl.envs.base import EnvSpec, derive_seeds
@@ -126,6 +127,7 @@ class Experiment:
 
     def _build(self, cfg: DictConfig) -> None:
         torch.set_num_threads(cfg.threads)
+        keep_freed_memory()
         seed_everything(cfg.seed)
         self.device = resolve_device(cfg.device)
         train_seed, eval_seed = derive_seeds(cfg.seed, 2, "envs")

@@ -117,9 +117,10 @@ class _GRUSequence(torch.autograd.Function):
 
     @staticmethod
     def vmap(info: Any, in_dims: tuple[int | None, ...], *args: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[int, ...]]:
-        per_member = [_GRUSequence.apply(*(a.select(d, i).contiguous() if d is not None else a
-                                             for a, d in zip(args, in_dims)))
-                      for i in range(info.batch_size)]
+        # unbind, not select per member: autograd then joins the members' gradients with one stack;
+        # S selects would each scatter into a zero tensor of all S members (O(S^2) memory traffic).
+        split = [a.unbind(d) if d is not None else (a,) * info.batch_size for a, d in zip(args, in_dims)]
+        per_member = [_GRUSequence.apply(*(a[i].contiguous() for a in split)) for i in range(info.batch_size)]
         return tuple(torch.stack(outs) for outs in zip(*per_member)), (0, 0, 0, 0)
 
 
