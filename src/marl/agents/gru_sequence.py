@@ -117,11 +117,25 @@ class _GRUSequence(torch.autograd.Function):
 
     @staticmethod
     def vmap(info: Any, in_dims: tuple[int | None, ...], *args: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple[int, ...]]:
-        # unbind, not select per member: autograd then joins the members' gradients with one stack;
-        # S selects would each scatter into a zero tensor of all S members (O(S^2) memory traffic).
-        split = [a.unbind(d) if d is not None else (a,) * info.batch_size for a, d in zip(args, in_dims)]
-        per_member = [_GRUSequence.apply(*(a[i].contiguous() for a in split)) for i in range(info.batch_size)]
-        return tuple(torch.stack(outs) for outs in zip(*per_member)), (0, 0, 0, 0)
+        """Members one after another, each through the fused kernel.
+
+        unbind, not select per member: autograd then joins the members' gradients with one stack;
+        S selects would each scatter into a zero tensor of all S members (O(S^2) memory traffic).
+        Only the output is stacked. ``rz, n, ghn`` are the kernel's intermediates for backward,
+        which each member's own autograd node keeps and no caller reads, so they are returned as
+        expanded zeros of the right shape rather than copied; without gradients (the target
+        network) they are not computed at all.
+        """
+        S = info.batch_size
+        split = [a.unbind(d) if d is not None else (a,) * S for a, d in zip(args, in_dims)]
+        members = [[a[i].contiguous() for a in split] for i in range(S)]
+        if torch.is_grad_enabled() and any(a.requires_grad for a in args):
+            outs = [_GRUSequence.apply(*m) for m in members]
+        else:
+            outs = [tuple(kernel().forward(*m[:4], _biases(*m[4:]), False)) for m in members]
+        out = torch.stack([o[0] for o in outs])
+        unused = tuple(torch.zeros((), dtype=x.dtype, device=x.device).expand(S, *x.shape) for x in outs[0][1:])
+        return (out, *unused), (0, 0, 0, 0)
 
 
 def _batched(x: torch.Tensor) -> bool:
