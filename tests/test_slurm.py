@@ -2,7 +2,7 @@
 impossible requests, and a run preempted with USR2 that is requeued and resumes losslessly.
 
 Skipped when no cluster answers ``sinfo``, except with ``MARL_REQUIRE_SLURM=1`` (CI starts the
-cluster, so there a missing cluster is a failure, not a skip). About a minute in all.
+cluster, so there a missing cluster is a failure, not a skip). About two minutes in all.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -26,6 +27,10 @@ from test_resume import assert_same, final_state, records
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ("logger.wandb.mode=disabled", "logger.console=true")
+# A short climbing run with checkpoints and a target schedule, preempted mid-training by the USR2 tests.
+USR2_RUN = ("env=climbing", "num_envs=2", "t_max=4000", "eval.interval=1000", "logger.interval=100",
+            "checkpoint.interval=100000", "learner.batch_size=8", "buffer.capacity=20", "eval.episodes=4",
+            "eval.num_envs=2", "learner.target_update_interval=10", "epsilon.anneal=2000", "threads=1")
 
 
 def _sinfo() -> str | None:
@@ -134,33 +139,38 @@ def test_impossible_request_fails_at_submission_with_sbatch_reason(tmp_path, nod
     assert sacct(name) == []
 
 
-def test_usr2_requeues_and_the_run_resumes_bitwise(tmp_path, node_cpus):
-    name = f"marl-test-{uuid.uuid4().hex[:8]}"
-    overrides = ["env=climbing", "num_envs=2", "t_max=4000", "eval.interval=1000", "logger.interval=100",
-                 "checkpoint.interval=100000", "learner.batch_size=8", "buffer.capacity=20", "eval.episodes=4",
-                 "eval.num_envs=2", "learner.target_update_interval=10", "epsilon.anneal=2000", "threads=1"]
-    sweep = tmp_path / "sweep"
+def preempt_with_usr2(name: str, overrides: list[str], sweep: Path, started: Callable[[], bool]) -> str:
+    """Launch the sweep on SLURM, send its one job USR2 once ``started()``, wait for the sweep to
+    end (requeued and finished) and return the jobs' stderr logs."""
     proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "-m", "hydra/launcher=slurm",
                              f"hydra.launcher.name={name}", *overrides, *QUIET, f"hydra.sweep.dir={sweep}"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        # Wait until the run is training (its first record), then preempt it.
         deadline = time.time() + 120
-        while not any(m.stat().st_size > 0 for m in sweep.glob("*/metrics.jsonl")):
+        while not started():
             assert proc.poll() is None, proc.stderr.read()
             assert time.time() < deadline, "the SLURM job did not start training within 120 s"
             time.sleep(0.1)
         job = subprocess.run(["squeue", "-h", f"--name={name}", "-o", "%i"], capture_output=True, text=True,
                              timeout=30).stdout.split()
-        assert len(job) == 1, job
+        assert len(job) == 1, job  # one job (with seeds_per_process, one for the whole group)
         subprocess.run(["scancel", "--signal=USR2", job[0]], check=True, timeout=30)
         _, err = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err[-3000:]
+    return "".join(p.read_text() for p in (sweep / ".submitit").glob("*/*_log.err"))
+
+
+def test_usr2_requeues_and_the_run_resumes_bitwise(tmp_path, node_cpus):
+    name = f"marl-test-{uuid.uuid4().hex[:8]}"
+    overrides = list(USR2_RUN)
+    sweep = tmp_path / "sweep"
+    # Preempt once the run is training (its first record).
+    log = preempt_with_usr2(name, overrides, sweep,
+                            lambda: any(m.stat().st_size > 0 for m in sweep.glob("*/metrics.jsonl")))
     (run_dir,) = [m.parent for m in sweep.glob("*/metrics.jsonl")]
-    log = "".join(p.read_text() for p in (sweep / ".submitit").glob("*/*_log.err"))
     assert "SIGUSR2 received: checkpoint saved" in log, log[-3000:]
     assert "from its checkpoint at env_steps=" in log, log[-3000:]
     resumed_at = int(log.split("from its checkpoint at env_steps=")[1].split(",")[0])
@@ -179,32 +189,11 @@ def test_usr2_requeues_a_seed_group_and_every_member_resumes_bitwise(tmp_path, n
     """``seeds_per_process=2``: one SLURM job trains both seeds; USR2 checkpoints every member,
     submitit requeues the job, and each member ends bitwise equal to the uninterrupted group."""
     name = f"marl-test-{uuid.uuid4().hex[:8]}"
-    overrides = ["env=climbing", "num_envs=2", "t_max=4000", "eval.interval=1000", "logger.interval=100",
-                 "checkpoint.interval=100000", "learner.batch_size=8", "buffer.capacity=20", "eval.episodes=4",
-                 "eval.num_envs=2", "learner.target_update_interval=10", "epsilon.anneal=2000", "threads=1",
-                 "seed=0-1", "seeds_per_process=2"]
+    overrides = [*USR2_RUN, "seed=0-1", "seeds_per_process=2"]
     members = ["0_seed=0", "1_seed=1"]
     sweep = tmp_path / "sweep"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "-m", "hydra/launcher=slurm",
-                             f"hydra.launcher.name={name}", *overrides, *QUIET, f"hydra.sweep.dir={sweep}"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 120
-        while not all((sweep / m / "metrics.jsonl").is_file() and (sweep / m / "metrics.jsonl").stat().st_size
-                      for m in members):
-            assert proc.poll() is None, proc.stderr.read()
-            assert time.time() < deadline, "the SLURM job did not start training both members within 120 s"
-            time.sleep(0.1)
-        job = subprocess.run(["squeue", "-h", f"--name={name}", "-o", "%i"], capture_output=True, text=True,
-                             timeout=30).stdout.split()
-        assert len(job) == 1, job  # one job for the two seeds
-        subprocess.run(["scancel", "--signal=USR2", job[0]], check=True, timeout=30)
-        _, err = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err[-3000:]
-    log = "".join(p.read_text() for p in (sweep / ".submitit").glob("*/*_log.err"))
+    log = preempt_with_usr2(name, overrides, sweep, lambda: all(
+        (sweep / m / "metrics.jsonl").is_file() and (sweep / m / "metrics.jsonl").stat().st_size for m in members))
     assert "SIGUSR2 received" in log, log[-3000:]
     states = [s for _, s in wait_for_sacct(name, 1, duplicates=True)]
     assert states.count("REQUEUED") == 1 and states[-1] == "COMPLETED", states
