@@ -17,9 +17,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from marl import preemption
+from marl.allocator import keep_freed_memory
 from marl.buffers import Episodes
 from marl.checkpoint import CHECKPOINT_FILE, load_latest, rng_state, save_atomic, seed_everything, set_rng_state
-from marl.allocator import keep_freed_memory
 from marl.clock import Clock, Every, LinearSchedule
 from marl.config import Unit, flatten, validate
 from marl.envs.base import EnvSpec, derive_seeds

@@ -42,6 +42,10 @@ def write_csv(comp: Comparison, path: Path) -> Path:
     return path
 
 
+def _blank_if_none(value: object) -> object:
+    return "" if value is None else value
+
+
 def write_runs_csv(comp: Comparison, path: Path) -> Path:
     """One row per run: where it is, its group, seed, final and best return, or why it has none; then its
     average return, its value at its group's maximum-return step (empty when it did not evaluate it) and
@@ -57,10 +61,10 @@ def write_runs_csv(comp: Comparison, path: Path) -> Path:
                                 run.score(comp.metric, "best"), run.records[-1].get("env_steps", ""),
                                 "complete" if run.complete else run.problem, run.path,
                                 run.score(comp.metric, "average"), row.maximum_scores.get(i, ""),
-                                "" if run.wall_s is None else run.wall_s])
+                                _blank_if_none(run.wall_s)])
         for run in comp.incomplete:
             if not any(run in row.runs for t in comp.tables for row in t.rows):
-                w.writerow(["", "", run.seed, "", "", "", run.problem, run.path, "", "", run.wall_s or ""])
+                w.writerow(["", "", run.seed, "", "", "", run.problem, run.path, "", "", _blank_if_none(run.wall_s)])
     return path
 
 

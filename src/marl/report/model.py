@@ -62,8 +62,8 @@ class Run:
     @property
     def wall_s(self) -> float | None:
         """Seconds the run took, summed over its attempts: the ``time`` of its last record."""
-        times = [float(r["time"]) for r in self.records if isinstance(r.get("time"), (int, float))]
-        return times[-1] if times else None
+        last = next((r["time"] for r in reversed(self.records) if isinstance(r.get("time"), (int, float))), None)
+        return None if last is None else float(last)
 
     @property
     def eval_schedule(self) -> tuple[int | None, str]:
