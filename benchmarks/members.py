@@ -27,8 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS: dict[str, list[str]] = {
-    "lbf": ["env=lbf", "env.key=Foraging-8x8-2p-2f-coop-v3"],
-    "mpe": ["env=mpe", "env.scenario=simple_spread"],
+    "lbf": ["env=lbf", "env.key=Foraging-8x8-2p-2f-coop-v3", "num_envs=1"],
+    "mpe": ["env=mpe", "env.scenario=simple_spread", "num_envs=1"],
     "vmas": ["env=vmas", "env.scenario=balance", "num_envs=16"],
 }
 FIXED = ["logger.wandb.mode=disabled", "logger.console=false", "t_max=100000000", "eval.interval=100000000",

@@ -41,6 +41,18 @@ def test_presets():
     assert resolved()["mixer"]["embed_dim"] == 32  # PyMARL's default outside the preset
 
 
+@pytest.mark.parametrize("env, want", [
+    (("env=lbf",), 8), (("env=mpe",), 8), (("env=rware",), 8), (("env=pettingzoo",), 8),
+    (("env=gymnasium", "env.factory=pkg:make"), 8),
+    (("env=smac",), 1), (("env=two_step",), 1), (("env=climbing",), 1), (("env=vmas",), 1), (("env=smax",), 1),
+])
+def test_envs_stepped_in_python_default_to_eight_per_run(env, want):
+    assert resolved(*env)["num_envs"] == want
+    assert resolved(*env, "num_envs=1")["num_envs"] == 1     # the command line wins
+    assert resolved(*env, "preset=epymarl")["num_envs"] == 1  # a preset keeps its source's value
+    assert resolved(*env, "preset=pymarl2")["num_envs"] == 8
+
+
 def test_integer_ranges_become_hydra_ranges():
     args = ["seed=0-9", "mixer=qmix,vdn", "env.key=Foraging-8x8-2p-2f-coop-v3", "t_max=5", "+x.y=3-4", "a=5-2"]
     assert expand_int_ranges(args) == [

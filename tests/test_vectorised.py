@@ -37,7 +37,7 @@ CLIMBING = ("env=climbing", "t_max=2500", "learner.batch_size=8", "buffer.capaci
             "eval.episodes=4", "eval.num_envs=2", "logger.interval=25", "checkpoint.interval=500")
 LBF = ("env=lbf", "t_max=1500", "learner.batch_size=4", "buffer.capacity=50", "eval.interval=1500",
        "eval.episodes=2", "eval.num_envs=2", "logger.interval=10", "checkpoint.interval=1500",
-       "env.time_limit=15")
+       "env.time_limit=15", "num_envs=1")  # one env: a log record (and loss) every 10 env steps
 
 
 def sweep(out: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
