@@ -72,25 +72,31 @@ def test_members_match_standalone_learners_for_50_updates(tmp_path, case):
             torch.testing.assert_close(q, p, rtol=1e-3, atol=1e-4, msg=lambda m: f"member {s} {k}: {m}")
 
 
-def test_a_member_that_does_not_step_is_untouched_and_the_others_go_on(tmp_path):
-    case = ("env=climbing", "agent=rnn", "mixer=qmix", "learner.optimizer=adam")
+@pytest.mark.parametrize("idle_member,extra", [(1, ()), (0, ("learner.standardise_rewards=true",))],
+                         ids=["middle", "first-standardised"])
+def test_a_member_that_does_not_step_is_untouched_and_the_others_go_on(tmp_path, idle_member, extra):
+    """Only the members with a batch are computed: the idle one (first or middle, so that a
+    member's place in the computed subset differs from its index) keeps its weights, optimiser
+    and reward statistics bitwise, and the others match their standalone runs."""
+    case = ("env=climbing", "agent=rnn", "mixer=qmix", "learner.optimizer=adam", *extra)
     standalone = _members(tmp_path / "a", *case)
     members = _members(tmp_path / "b", *case)
     vector = VectorLearner([exp.learner for exp in members])
     for step, batches in enumerate(_batches(standalone, 12)):
-        idle = step % 3 == 1  # member 1 skips every third update
-        before = vector.member_state_dict(1)
-        want = [exp.learner.update(b) if not (idle and s == 1) else None
+        idle = step % 3 == 1  # the idle member skips every third update
+        before = vector.member_state_dict(idle_member)
+        want = [exp.learner.update(b) if not (idle and s == idle_member) else None
                 for s, (exp, b) in enumerate(zip(standalone, batches))]
-        got, stepped = vector.update([None if (idle and s == 1) else b for s, b in enumerate(batches)])
-        assert stepped.tolist() == [True, not idle, True]
+        got, stepped = vector.update([None if (idle and s == idle_member) else b for s, b in enumerate(batches)])
+        assert stepped.tolist() == [not (idle and s == idle_member) for s in range(3)]
         for s, w in enumerate(want):
             if w is not None:
-                torch.testing.assert_close(got["loss"][s], w["loss"], rtol=1e-4, atol=1e-5)
+                torch.testing.assert_close(got["loss"][s], w["loss"], rtol=1e-4, atol=1e-5,
+                                           msg=lambda m: f"member {s}, update {step}: {m}")
         if idle:
-            _assert_same(vector.member_state_dict(1), before)
-    # Member 1 took 8 steps, the others 12: Adam's bias correction is per member.
-    assert [int(x) for x in vector.optimizer.steps] == [12, 8, 12]
+            _assert_same(vector.member_state_dict(idle_member), before)
+    # The idle member took 8 steps, the others 12: Adam's bias correction is per member.
+    assert [int(x) for x in vector.optimizer.steps] == [8 if s == idle_member else 12 for s in range(3)]
 
 
 def _assert_same(a, b, path="state"):

@@ -60,6 +60,11 @@ def stack_batches(batches: list[Episodes]) -> Episodes:
     return out
 
 
+def _scatter(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    """``values`` of the members in ``index`` placed in a zero tensor of all ``size`` members."""
+    return values.new_zeros(size, *values.shape[1:]).index_copy_(0, index, values)
+
+
 def _time_pad(x: torch.Tensor, length: int) -> tuple[int, ...]:
     return (0, 0) * (x.dim() - 2) + (0, length - x.shape[1])
 
@@ -139,37 +144,48 @@ class VectorLearner:
     def update(self, batches: list[Episodes | None]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One gradient step for every member with a batch (None: the member does not step).
 
-        Returns the statistics ``{name: [S]}`` and the mask of members that stepped; a member with
-        a non-finite loss, gradient norm or Q-value is left out of the step and of the mask.
+        Only the members with a batch are computed: members whose episodes end at different
+        times are due at different steps, and computing every member each time (the idle ones
+        on a copy) made a group's update cost S members' arithmetic for every member's step.
+        Returns the statistics ``{name: [S]}`` (zero for members that did not step) and the mask
+        of members that stepped; a member with a non-finite loss, gradient norm or Q-value is
+        left out of the step and of the mask.
         """
-        active = torch.tensor([b is not None for b in batches])
-        filler = next(b for b in batches if b is not None)  # idle members compute on a copy, unused
-        batch = stack_batches([b if b is not None else filler for b in batches])
+        members = [s for s, b in enumerate(batches) if b is not None]
+        index = torch.tensor(members, device=self.device)
+        everyone = len(members) == self.S
+        params = self.params if everyone else {
+            k: v.detach().index_select(0, index).requires_grad_(v.requires_grad) for k, v in self.params.items()}
+        buffers = self.buffers if everyone else {k: v.index_select(0, index) for k, v in self.buffers.items()}
+        batch = stack_batches([batches[s] for s in members])
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        batch = self._standardised_for(batch, active)
-        losses, stats = self.loss(batch)
-        grads = torch.autograd.grad((losses * active.to(losses)).sum(), [self.params[k] for k in self.online],
-                                    allow_unused=True)
-        grads = [torch.zeros_like(self.params[k]) if g is None else g for k, g in zip(self.online, grads)]
+        batch = self._standardised_for(batch, members)
+        losses, stats = self._loss(params, buffers, batch)
+        grads = torch.autograd.grad(losses.sum(), [params[k] for k in self.online], allow_unused=True)
+        grads = [torch.zeros_like(params[k]) if g is None else g for k, g in zip(self.online, grads)]
         stats = {k: v.detach() for k, v in stats.items()}
         stats["grad_norm"] = clip_member_grads_(grads, self.cfg.grad_clip)
-        finite = torch.ones(self.S, dtype=torch.bool)
+        finite = torch.ones(len(members), dtype=torch.bool)
         if self.check_finite:
             finite = torch.isfinite(torch.stack([stats[k].float() for k in FINITE_STATS])).all(dim=0).cpu()
-        mask = active & finite
+        mask = torch.zeros(self.S, dtype=torch.bool)
+        mask[members] = finite
+        if not everyone:
+            grads = [_scatter(g, index, self.S) for g in grads]
+            stats = {k: _scatter(v, index, self.S) for k, v in stats.items()}
         self.optimizer.step(grads, mask)
         return stats, mask
 
-    def _standardised_for(self, batch: Episodes, active: torch.Tensor) -> Episodes:
-        """Reward standardisation per member; idle members' statistics do not see the filler."""
-        scalers = [learner.reward_scaling for learner in self.learners]
+    def _standardised_for(self, batch: Episodes, members: list[int]) -> Episodes:
+        """Reward standardisation by each member's own statistics (row j of ``batch`` is
+        member ``members[j]``'s), updated with its real steps only."""
+        scalers = [self.learners[s].reward_scaling for s in members]
         if scalers[0] is None:
             return batch
         rewards = []
-        for s, scaler in enumerate(scalers):
-            if bool(active[s]):
-                scaler.update(batch["reward"][s], batch["filled"][s])
-            rewards.append(torch.where(batch["filled"][s], scaler.normalise(batch["reward"][s]), 0.0))
+        for j, scaler in enumerate(scalers):
+            scaler.update(batch["reward"][j], batch["filled"][j])
+            rewards.append(torch.where(batch["filled"][j], scaler.normalise(batch["reward"][j]), 0.0))
         return {**batch, "reward": torch.stack(rewards)}
 
     @torch.no_grad()
