@@ -16,14 +16,13 @@ member takes steps, and what one call costs decides the rest.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
-from members import FIXED, TASKS
+from members import TASKS, fail, warm_group
 
 PHASES = ("act", "env step", "collect", "sample", "update")
 
@@ -45,15 +44,9 @@ def _timed(owner: Any, name: str, phase: str, totals: dict[str, float], calls: d
 
 def measure(task: str, size: int, steps: int, reps: int) -> dict[str, float]:
     """Median over ``reps`` windows of ms per member per loop step, by phase, and update calls."""
-    from marl.config import compose
-    from marl.experiment import Experiment
-    from marl.vector_experiment import collect_and_learn, vectorise
+    from marl.vector_experiment import collect_and_learn
 
-    root = Path("/tmp") / f"marl-bench-phases-{task}-{size}"
-    shutil.rmtree(root, ignore_errors=True)
-    group = [Experiment(compose([*TASKS[task], *FIXED, f"seed={s}", f"run_dir={root / str(s)}"]))
-             for s in range(size)]
-    vector = vectorise(group)
+    group, vector, live = warm_group(task, size, Path("/tmp") / f"marl-bench-phases-{task}-{size}")
     totals: dict[str, float] = defaultdict(float)
     calls: dict[str, int] = defaultdict(int)
     _timed(vector, "act", "act", totals, calls)
@@ -62,14 +55,6 @@ def measure(task: str, size: int, steps: int, reps: int) -> dict[str, float]:
         _timed(m.runner.env, "step", "env step", totals, calls)
         _timed(m, "collect", "collect", totals, calls)
         _timed(m, "sample", "sample", totals, calls)
-    live = set(range(size))
-
-    def fail(s: int, exc: Exception) -> None:
-        raise exc
-
-    batch_size = group[0].learner.cfg.batch_size
-    while not all(m.buffer.can_sample(batch_size) for m in group):
-        collect_and_learn(group, vector, live, fail)
     windows = []
     for _ in range(reps):
         totals.clear()

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS: dict[str, list[str]] = {
@@ -42,25 +43,38 @@ def _rate(fn, seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
-def group_worker(task: str, size: int, reps: int, seconds: float) -> dict[str, float]:
-    """Summed rates of a vectorised group of ``size`` members, measured in this process."""
+def fail(s: int, exc: Exception) -> None:
+    """A benchmark member's failure ends the benchmark."""
+    raise exc
+
+
+def warm_group(task: str, size: int, root: Path) -> tuple[list[Any], Any, set[int]]:
+    """A vectorised group of ``size`` members (seeds 0..size-1) in ``root``, collected until
+    every member's buffer holds a batch: ``(members, vector learner, live members)``."""
     from marl.config import compose
     from marl.experiment import Experiment
     from marl.vector_experiment import collect_and_learn, vectorise
 
-    root = Path("/tmp") / f"marl-bench-members-{task}-{size}"
     shutil.rmtree(root, ignore_errors=True)
     group = [Experiment(compose([*TASKS[task], *FIXED, f"seed={s}", f"run_dir={root / str(s)}"]))
              for s in range(size)]
     vector = vectorise(group)
     live = set(range(size))
-
-    def fail(s: int, exc: Exception) -> None:
-        raise exc
-
     batch_size = group[0].learner.cfg.batch_size
     while not all(m.buffer.can_sample(batch_size) for m in group):
         collect_and_learn(group, vector, live, fail)
+    return group, vector, live
+
+
+def group_worker(task: str, size: int, reps: int, seconds: float) -> dict[str, float]:
+    """Summed rates of a vectorised group of ``size`` members, measured in this process."""
+    from marl.config import compose
+    from marl.experiment import Experiment
+    from marl.vector_experiment import collect_and_learn
+
+    root = Path("/tmp") / f"marl-bench-members-{task}-{size}"
+    group, vector, live = warm_group(task, size, root)
+    batch_size = group[0].learner.cfg.batch_size
 
     def training() -> int:
         before = sum(m.clock.env_steps for m in group)
