@@ -111,6 +111,21 @@ def test_report_names_unfinished_failed_and_missing_runs(sweep_two_step, tmp_pat
     assert float(rows["qmix"]["final_mean"]) == 8.0 and float(rows["vdn"]["final_mean"]) == 7.0
 
 
+def test_runs_of_an_earlier_command_of_the_same_sweep_are_not_missing(sweep_two_step, tmp_path):
+    """A sweep relaunched with one more fixed override (``num_envs=1``, say) names the same jobs: its
+    earlier runs, whose overrides lack it, are found by their swept values; a lost run is still missing."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(sweep_two_step.path, sweep, ignore=shutil.ignore_patterns("wandb", "checkpoint.pt", "report"))
+    multirun = OmegaConf.load(sweep / "multirun.yaml")
+    multirun.hydra.overrides.task.append("num_envs=1")
+    OmegaConf.save(multirun, sweep / "multirun.yaml")
+    shutil.rmtree(next(sweep.glob("*_mixer=qmix,seed=1")))
+
+    runs, missing = find_runs([sweep])
+    assert len(runs) == 5
+    assert [m.split(": ", 1)[1] for m in missing] == ["mixer=qmix,seed=1 (no run folder: not started yet, or lost)"]
+
+
 def test_group_with_only_unfinished_runs_is_in_progress(sweep_two_step, tmp_path):
     run = tmp_path / "vdn_running"
     shutil.copytree(next(sweep_two_step.path.glob("*_mixer=vdn,seed=0")), run,

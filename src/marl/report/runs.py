@@ -140,15 +140,28 @@ def find_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
     runs = [load_run(d) for d in run_dirs]
     missing = []
     for sweep in sorted(set(sweeps)):
-        found = {_canonical(ov) for d in run_dirs if d.is_relative_to(sweep) and (ov := _overrides(d)) is not None}
         jobs = expected_jobs(sweep)
         swept = [i for i in range(len(jobs[0]))
                  if len({job[i] for job in jobs}) > 1] if jobs else []
+        # A job is identified by its swept values alone (as its folder name is): a run launched
+        # by an earlier command of the same sweep, with other fixed overrides, is still that job.
+        keys = {_key(jobs[0][i]) for i in swept}
+        found = {_swept(_canonical(ov), keys) for d in run_dirs
+                 if d.is_relative_to(sweep) and (ov := _overrides(d)) is not None}
         for job in jobs:
-            if _canonical(job) not in found:
+            if _swept(_canonical(job), keys) not in found:
                 name = ",".join(job[i] for i in swept) or ",".join(job)
                 missing.append(f"{sweep}: {name} (no run folder: not started yet, or lost)")
     return runs, missing
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0]
+
+
+def _swept(overrides: frozenset[str], keys: set[str]) -> frozenset[str]:
+    """The ``key=value`` items of ``overrides`` whose key the sweep varies."""
+    return frozenset(o for o in overrides if _key(o) in keys)
 
 
 def describe(run: Run) -> str:
