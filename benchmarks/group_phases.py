@@ -5,12 +5,12 @@
 
 For each group size S, in this process: S members (seeds 0..S-1, the tasks and settings of
 benchmarks/members.py) built as a vectorised group, buffers warm, then ``--reps`` consecutive
-windows of ``--steps`` loop steps (each step: one policy call for all members, every member's envs
-step, the gradient steps now due). Prints the windows' median milliseconds per member per loop
-step in each phase ("collect" is a member's whole step, its env step included), and the number
-of batched update calls against the member gradient steps they took: members whose episodes end
-at different times are due at different steps, so a group takes more update calls than each
-member takes steps, and what one call costs decides the rest.
+windows of ``--steps`` loop steps (each step: one policy call for all live members, the envs of
+every member that is not parked step, and full rounds of gradient steps once every member is
+parked: marl.vector_experiment.collect_and_learn). Prints the windows' median milliseconds per
+member step (one collect of one member) in each phase ("collect" is a member's whole step, its
+env step included), and the number of batched update calls against the member gradient steps
+they took: with full rounds, S member steps per call.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
-from members import TASKS, fail, warm_group
+from members import TASKS, warm_group
 
 PHASES = ("act", "env step", "collect", "sample", "update")
 
@@ -43,10 +43,8 @@ def _timed(owner: Any, name: str, phase: str, totals: dict[str, float], calls: d
 
 
 def measure(task: str, size: int, steps: int, reps: int) -> dict[str, float]:
-    """Median over ``reps`` windows of ms per member per loop step, by phase, and update calls."""
-    from marl.vector_experiment import collect_and_learn
-
-    group, vector, live = warm_group(task, size, Path("/tmp") / f"marl-bench-phases-{task}-{size}")
+    """Median over ``reps`` windows of ms per member step, by phase, and update calls."""
+    group, vector, step = warm_group(task, size, Path("/tmp") / f"marl-bench-phases-{task}-{size}")
     totals: dict[str, float] = defaultdict(float)
     calls: dict[str, int] = defaultdict(int)
     _timed(vector, "act", "act", totals, calls)
@@ -62,10 +60,11 @@ def measure(task: str, size: int, steps: int, reps: int) -> dict[str, float]:
         grad_before = sum(m.clock.grad_steps for m in group)
         start = time.perf_counter()
         for _ in range(steps):
-            collect_and_learn(group, vector, live, fail)
+            step()
         wall = time.perf_counter() - start
-        row = {phase: 1000 * totals[phase] / steps / size for phase in PHASES}
-        row["total"] = 1000 * wall / steps / size
+        collected = calls["collect"]  # member steps: steps * size, less the steps members sat parked
+        row = {phase: 1000 * totals[phase] / collected for phase in PHASES}
+        row["total"] = 1000 * wall / collected
         row["update calls"] = calls["update"]
         row["member steps"] = sum(m.clock.grad_steps for m in group) - grad_before
         windows.append(row)
@@ -81,7 +80,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="loop steps per window")
     parser.add_argument("--reps", type=int, default=3, help="windows; the table shows their medians")
     args = parser.parse_args()
-    print(f"{args.task}: ms per member per loop step (median of {args.reps} windows of {args.steps} steps)\n")
+    print(f"{args.task}: ms per member step (median of {args.reps} windows of {args.steps} steps)\n")
     print("| S | " + " | ".join(PHASES) + " | total | update calls | member grad steps |")
     print("|---" * (len(PHASES) + 4) + "|")
     for size in (int(s) for s in args.sizes.split(",")):

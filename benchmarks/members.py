@@ -2,6 +2,7 @@
 
     python benchmarks/members.py                          # lbf, mpe, vmas; S = 1, 2, 4, 8, 16
     python benchmarks/members.py --tasks lbf --sizes 1,8 --reps 3 --seconds 5
+    python benchmarks/members.py --device cuda --tasks vmas,lbf --sizes 1,16   # on a GPU machine
 
 For each task and group size S, in a fresh process: S members (seeds 0..S-1) built as a
 vectorised group, buffers warm, then
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS: dict[str, list[str]] = {
@@ -33,7 +34,7 @@ TASKS: dict[str, list[str]] = {
     "vmas": ["env=vmas", "env.scenario=balance", "num_envs=16"],
 }
 FIXED = ["logger.wandb.mode=disabled", "logger.console=false", "t_max=100000000", "eval.interval=100000000",
-         "checkpoint.interval=100000000", "threads=1", "device=cpu"]
+         "checkpoint.interval=100000000", "threads=1"]
 
 
 def _rate(fn, seconds: float) -> float:
@@ -48,44 +49,48 @@ def fail(s: int, exc: Exception) -> None:
     raise exc
 
 
-def warm_group(task: str, size: int, root: Path) -> tuple[list[Any], Any, set[int]]:
+def warm_group(task: str, size: int, root: Path,
+               device: str = "cpu") -> tuple[list[Any], Any, Callable[[], list[int]]]:
     """A vectorised group of ``size`` members (seeds 0..size-1) in ``root``, collected until
-    every member's buffer holds a batch: ``(members, vector learner, live members)``."""
+    every member's buffer holds a batch: ``(members, vector learner, one step of the group's loop)``."""
     from marl.config import compose
     from marl.experiment import Experiment
     from marl.vector_experiment import collect_and_learn, vectorise
 
     shutil.rmtree(root, ignore_errors=True)
-    group = [Experiment(compose([*TASKS[task], *FIXED, f"seed={s}", f"run_dir={root / str(s)}"]))
-             for s in range(size)]
+    group = [Experiment(compose([*TASKS[task], *FIXED, f"device={device}", f"seed={s}",
+                                 f"run_dir={root / str(s)}"])) for s in range(size)]
     vector = vectorise(group)
-    live = set(range(size))
+    live, parked = set(range(size)), {}
+
+    def step() -> list[int]:
+        return collect_and_learn(group, vector, live, fail, parked)
+
     batch_size = group[0].learner.cfg.batch_size
     while not all(m.buffer.can_sample(batch_size) for m in group):
-        collect_and_learn(group, vector, live, fail)
-    return group, vector, live
+        step()
+    return group, vector, step
 
 
-def group_worker(task: str, size: int, reps: int, seconds: float) -> dict[str, float]:
+def group_worker(task: str, size: int, reps: int, seconds: float, device: str) -> dict[str, float]:
     """Summed rates of a vectorised group of ``size`` members, measured in this process."""
     from marl.config import compose
     from marl.experiment import Experiment
-    from marl.vector_experiment import collect_and_learn
 
     root = Path("/tmp") / f"marl-bench-members-{task}-{size}"
-    group, vector, live = warm_group(task, size, root)
+    group, vector, step = warm_group(task, size, root, device)
     batch_size = group[0].learner.cfg.batch_size
 
     def training() -> int:
         before = sum(m.clock.env_steps for m in group)
-        collect_and_learn(group, vector, live, fail)
+        step()
         return sum(m.clock.env_steps for m in group) - before
 
     def updates() -> int:
         vector.update([m.sample() for m in group])
         return size
 
-    alone = Experiment(compose([*TASKS[task], *FIXED, "seed=0", f"run_dir={root / 'alone'}"]))
+    alone = Experiment(compose([*TASKS[task], *FIXED, f"device={device}", "seed=0", f"run_dir={root / 'alone'}"]))
     while not alone.buffer.can_sample(batch_size):
         alone._collect_and_learn()
 
@@ -109,14 +114,14 @@ def group_worker(task: str, size: int, reps: int, seconds: float) -> dict[str, f
     return {k: statistics.median(v) for k, v in rates.items()}
 
 
-def single_worker(task: str, seed: int, seconds: float) -> float:
+def single_worker(task: str, seed: int, seconds: float, device: str) -> float:
     """Training env steps/s of one standalone run (buffer warm), measured in this process."""
     from marl.config import compose
     from marl.experiment import Experiment
 
     run_dir = Path("/tmp") / f"marl-bench-single-{task}-{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    exp = Experiment(compose([*TASKS[task], *FIXED, f"seed={seed}", f"run_dir={run_dir}"]))
+    exp = Experiment(compose([*TASKS[task], *FIXED, f"device={device}", f"seed={seed}", f"run_dir={run_dir}"]))
     while not exp.buffer.can_sample(exp.learner.cfg.batch_size):
         exp._collect_and_learn()
 
@@ -130,12 +135,12 @@ def single_worker(task: str, seed: int, seconds: float) -> float:
     return rate
 
 
-def separate(task: str, size: int, cores: int, seconds: float) -> float:
+def separate(task: str, size: int, cores: int, seconds: float, device: str) -> float:
     """Summed training env steps/s of ``size`` one-seed processes, ``cores`` at a time."""
     rates: list[float] = []
     for first in range(0, size, cores):
         procs = [subprocess.Popen([sys.executable, __file__, "--single", task, "--seed", str(s), "--seconds",
-                                   str(seconds)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+                                   str(seconds), "--device", device], stdout=subprocess.PIPE, text=True, cwd=ROOT)
                  for s in range(first, min(first + cores, size))]
         batch = [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
         rates.append(sum(batch))  # the machine's rate while this batch of processes runs
@@ -149,16 +154,17 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--cores", type=int, default=2, help="one-seed processes run at a time")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: groups, plain runs and processes on the GPU")
     parser.add_argument("--group", help=argparse.SUPPRESS)
     parser.add_argument("--single", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.group:
-        print(json.dumps(group_worker(args.group, args.size, args.reps, args.seconds)))
+        print(json.dumps(group_worker(args.group, args.size, args.reps, args.seconds, args.device)))
         return
     if args.single:
-        print(single_worker(args.single, args.seed, args.seconds))
+        print(single_worker(args.single, args.seed, args.seconds, args.device))
         return
     header = ("task", "S", "train env/s (sum)", "vs one plain run", "updates/s (sum)", "vs one plain run",
               f"S processes, {args.cores} at a time: train env/s", "groups / processes")
@@ -167,14 +173,16 @@ def main() -> None:
     for task in args.tasks.split(","):
         for size in (int(s) for s in args.sizes.split(",")):
             proc = subprocess.run([sys.executable, __file__, "--group", task, "--size", str(size), "--reps",
-                                   str(args.reps), "--seconds", str(args.seconds)], capture_output=True, text=True,
+                                   str(args.reps), "--seconds", str(args.seconds), "--device", args.device],
+                                  capture_output=True, text=True,
                                   cwd=ROOT)
             if proc.returncode != 0:
                 reason = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"
                 print(f"| {task} | {size} | unavailable: {reason[:80]} |" + " - |" * (len(header) - 3))
                 continue
             r = json.loads(proc.stdout.strip().splitlines()[-1])
-            procs = statistics.median(separate(task, size, args.cores, args.seconds) for _ in range(args.reps))
+            procs = statistics.median(separate(task, size, args.cores, args.seconds, args.device)
+                                      for _ in range(args.reps))
             print(f"| {task} | {size} | {r['training']:,.0f} | {r['training'] / r['alone_training']:.2f}x | "
                   f"{r['updates']:.0f} | {r['updates'] / r['alone_updates']:.2f}x | {procs:,.0f} | "
                   f"{r['training'] * min(args.cores, size) / procs:.2f}x |", flush=True)

@@ -5,9 +5,10 @@ and the run folder each would have had on its own. Here every member is a whole
 :class:`~marl.experiment.Experiment` in its own folder (its lock, checkpoint and resume, envs,
 buffer, generators, clocks, schedules, evaluation, ``metrics.jsonl`` and W&B run), except that
 its gradient steps are taken by one :class:`~marl.vector_learner.VectorLearner` for all members
-at once. The loop is the standalone loop, interleaved: every member collects one step (one policy call acts for all), then the
-updates now due are taken together (a member with fewer due waits out the rest, masked), then
-every member runs its own schedules. A member that fails is recorded as failed in its own folder
+at once. The loop is the standalone loop, interleaved: every member collects one step (one policy call
+acts for all); a member with gradient steps due waits, parked, until every member has some due,
+and then they are taken in full rounds (:func:`collect_and_learn`); then each member that
+completed a step runs its own schedules. A member that fails is recorded as failed in its own folder
 and the others go on; a stop request checkpoints every member.
 """
 
@@ -113,29 +114,52 @@ def _probe_batch(exp: Experiment) -> dict[str, torch.Tensor]:
 
 
 def collect_and_learn(group: list[Experiment], vector: VectorLearner, live: set[int],
-                      fail: Callable[[int, Exception], None]) -> None:
-    """One step of the group: every live member acts (one policy call) and collects, then the
-    gradient steps now due are taken together, each member stepping only as often as it is due."""
-    due: dict[int, int] = {}
-    acting = sorted(live)
-    acted = vector.act([group[s].runner.policy_inputs() for s in acting], acting)
-    for s, out in zip(acting, acted):
-        try:
-            due[s] = group[s].collect(out)
-        except Exception as exc:
-            fail(s, exc)
-    for r in range(max(due.values(), default=0)):
-        batches = [group[s].sample() if s in live and due.get(s, 0) > r else None for s in range(len(group))]
-        if all(b is None for b in batches):
-            break
-        stats, stepped = vector.update(batches)
-        for s, batch in enumerate(batches):
-            if batch is None:
+                      fail: Callable[[int, Exception], None], parked: dict[int, int]) -> list[int]:
+    """One step of the group, with its gradient steps taken in full rounds.
+
+    Every live member that is not parked collects one step (one policy call acts for all live
+    members). A member whose step makes gradient steps due is *parked* (``parked[s]``: how many
+    are still due): it neither acts nor collects until they are taken. Once every live member is
+    parked, a round takes one gradient step of every live member in one batched update; a member
+    whose due steps are all taken leaves the park. Each member thus does what its standalone run
+    does, in the same order (collect, its due gradient steps, its schedules), only at other
+    moments; and every update and policy call has the same members, all live ones, whatever the
+    members' phases. Members whose episodes end at different steps would otherwise be due at
+    different steps, and each batched update would compute only the few that are due (on a GPU,
+    where an update costs kernel launches, not arithmetic, as much as a full one).
+
+    Returns the members that completed a step of their own (collected, and took the gradient
+    steps it made due) in this call: their schedules (``after_step``) run next.
+    """
+    completed: list[int] = []
+    everyone = sorted(live)
+    acting = [s for s in everyone if s not in parked]
+    if acting:
+        acted = dict(zip(everyone, vector.act([group[s].runner.policy_inputs() for s in everyone], everyone)))
+        for s in acting:
+            try:
+                due = group[s].collect(acted[s])
+            except Exception as exc:
+                fail(s, exc)
                 continue
-            if bool(stepped[s]):
-                group[s].learned({k: v[s] for k, v in stats.items()})
+            if due:
+                parked[s] = due
             else:
+                completed.append(s)
+    while live and all(s in parked for s in live):
+        batches = [group[s].sample() if s in live else None for s in range(len(group))]
+        stats, stepped = vector.update(batches)
+        for s in sorted(live):
+            if not bool(stepped[s]):
+                del parked[s]
                 fail(s, non_finite({k: v[s] for k, v in stats.items()}) or NonFiniteError("non-finite update"))
+                continue
+            group[s].learned({k: v[s] for k, v in stats.items()})
+            parked[s] -= 1
+            if not parked[s]:
+                del parked[s]
+                completed.append(s)
+    return completed
 
 
 def _train(group: list[Experiment], vector: VectorLearner, results: list[Any], index: list[int]) -> None:
@@ -151,9 +175,9 @@ def _train(group: list[Experiment], vector: VectorLearner, results: list[Any], i
         live.discard(s)
         results[index[s]] = failure
 
+    parked: dict[int, int] = {}
     while live:
-        collect_and_learn(group, vector, live, fail)
-        for s in sorted(live):
+        for s in collect_and_learn(group, vector, live, fail, parked):
             try:
                 group[s].after_step()
                 if group[s].done():
