@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from marl.watch.slurm import JobState
+from marl.watch.slurm import JobState, Queue, array_task_ids
 from marl.watch.state import RunState, Watcher, lock_held, sweep_eta
 from marl.watch.view import render
 from rich.console import Console
@@ -356,6 +356,19 @@ def test_slurm_running_pending_then_cancelled(tmp_path):
     assert sweep.ended, sweep.runs
     assert first.status == "failed" and "CANCELLED" in first.reason, first
     assert second.status == "failed" and "CANCELLED" in second.reason and "before it made its folder" in second.reason
+
+
+def test_sacct_array_range_rows_stand_for_their_tasks(monkeypatch):
+    """A pending array task that was cancelled has no sacct row of its own, only the array's range row
+    (as seen on this project's cluster: ``9_0|CANCELLED by 0`` and ``9_[0-1%1]|CANCELLED by 0``)."""
+    assert array_task_ids("9_[0-1%1]") == ["9_0", "9_1"]
+    assert array_task_ids("12_[1-3,5%2]") == ["12_1", "12_2", "12_3", "12_5"]
+    assert array_task_ids("12_[4]") == ["12_4"] and array_task_ids("9_0") == ["9_0"] and array_task_ids("8") == ["8"]
+    queue = Queue()
+    answers = {"squeue": [], "sacct": [["9_0", "CANCELLED by 0", "0:0"], ["9_[0-1%1]", "CANCELLED by 0", "0:0"]]}
+    monkeypatch.setattr(queue, "_run", lambda cmd: answers[cmd[0]])
+    states = queue.states(["9_0", "9_1"], now=0.0)
+    assert states["9_0"].state == states["9_1"].state == "CANCELLED" and not states["9_1"].active
 
 
 def test_job_state_words():

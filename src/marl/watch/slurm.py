@@ -104,6 +104,23 @@ def folder_job_id(run_dir: Path) -> str | None:
     return value if JOB_ID.match(value) else None
 
 
+ARRAY_RANGE = re.compile(r"^(\d+)_\[([\d,\-]+)(%\d+)?\]$")
+
+
+def array_task_ids(job_id: str) -> list[str]:
+    """The job ids a row of ``sacct`` stands for. Array tasks that never started have no row of their
+    own: they are in the array's range row (``9_[1-3,5%2]``: tasks 1, 2, 3 and 5, at most 2 at a
+    time), which keeps their state, e.g. CANCELLED after ``scancel`` of a pending array."""
+    m = ARRAY_RANGE.match(job_id)
+    if m is None:
+        return [job_id]
+    tasks: list[str] = []
+    for part in m.group(2).split(","):
+        first, _, last = part.partition("-")
+        tasks += [f"{m.group(1)}_{t}" for t in range(int(first), int(last or first) + 1)]
+    return tasks
+
+
 class Queue:
     """squeue and sacct, asked at most every ``every`` seconds; an unreachable SLURM answers nothing."""
 
@@ -138,7 +155,10 @@ class Queue:
         if rest:
             arrays = sorted({i.split("_")[0] for i in rest})
             for row in self._run(["sacct", "-X", "-n", "-P", "-o", "JobID,State,ExitCode", "-j", ",".join(arrays)]):
-                if len(row) >= 3 and row[0] in wanted and row[0] not in answer:
-                    answer[row[0]] = JobState(row[0], row[1].split()[0] if row[1] else None, row[2])
+                if len(row) < 3:
+                    continue
+                for job_id in array_task_ids(row[0]):
+                    if job_id in wanted and job_id not in answer:
+                        answer[job_id] = JobState(job_id, row[1].split()[0] if row[1] else None, row[2])
         self.asked_at, self.asked_for, self.answer = now, wanted, answer
         return answer
