@@ -44,6 +44,14 @@ def _rate(fn, seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
+def _experiment(task: str, seed: int, run_dir: Path, device: str) -> Any:
+    """A run of ``task`` with the benchmark's fixed settings (no logging, eval or checkpoints)."""
+    from marl.config import compose
+    from marl.experiment import Experiment
+
+    return Experiment(compose([*TASKS[task], *FIXED, f"device={device}", f"seed={seed}", f"run_dir={run_dir}"]))
+
+
 def fail(s: int, exc: Exception) -> None:
     """A benchmark member's failure ends the benchmark."""
     raise exc
@@ -53,13 +61,10 @@ def warm_group(task: str, size: int, root: Path,
                device: str = "cpu") -> tuple[list[Any], Any, Callable[[], list[int]]]:
     """A vectorised group of ``size`` members (seeds 0..size-1) in ``root``, collected until
     every member's buffer holds a batch: ``(members, vector learner, one step of the group's loop)``."""
-    from marl.config import compose
-    from marl.experiment import Experiment
     from marl.vector_experiment import collect_and_learn, vectorise
 
     shutil.rmtree(root, ignore_errors=True)
-    group = [Experiment(compose([*TASKS[task], *FIXED, f"device={device}", f"seed={s}",
-                                 f"run_dir={root / str(s)}"])) for s in range(size)]
+    group = [_experiment(task, s, root / str(s), device) for s in range(size)]
     vector = vectorise(group)
     live, parked = set(range(size)), {}
 
@@ -74,9 +79,6 @@ def warm_group(task: str, size: int, root: Path,
 
 def group_worker(task: str, size: int, reps: int, seconds: float, device: str) -> dict[str, float]:
     """Summed rates of a vectorised group of ``size`` members, measured in this process."""
-    from marl.config import compose
-    from marl.experiment import Experiment
-
     root = Path("/tmp") / f"marl-bench-members-{task}-{size}"
     group, vector, step = warm_group(task, size, root, device)
     batch_size = group[0].learner.cfg.batch_size
@@ -90,7 +92,7 @@ def group_worker(task: str, size: int, reps: int, seconds: float, device: str) -
         vector.update([m.sample() for m in group])
         return size
 
-    alone = Experiment(compose([*TASKS[task], *FIXED, f"device={device}", "seed=0", f"run_dir={root / 'alone'}"]))
+    alone = _experiment(task, 0, root / "alone", device)
     while not alone.buffer.can_sample(batch_size):
         alone._collect_and_learn()
 
@@ -116,12 +118,9 @@ def group_worker(task: str, size: int, reps: int, seconds: float, device: str) -
 
 def single_worker(task: str, seed: int, seconds: float, device: str) -> float:
     """Training env steps/s of one standalone run (buffer warm), measured in this process."""
-    from marl.config import compose
-    from marl.experiment import Experiment
-
     run_dir = Path("/tmp") / f"marl-bench-single-{task}-{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    exp = Experiment(compose([*TASKS[task], *FIXED, f"device={device}", f"seed={seed}", f"run_dir={run_dir}"]))
+    exp = _experiment(task, seed, run_dir, device)
     while not exp.buffer.can_sample(exp.learner.cfg.batch_size):
         exp._collect_and_learn()
 
