@@ -152,3 +152,42 @@ def test_stacked_batches_pad_time_with_unfilled_steps():
     out = stack_batches([a, b])
     assert out["filled"].shape == (2, 2, 5) and out["obs"].shape == (2, 2, 6, 1, 5)
     assert not out["filled"][0, :, 3:].any() and (out["obs"][0, :, 4:] == 0).all()
+    limit = stack_batches([a, b], steps=8)  # to the episode limit: obs keeps its one extra step
+    assert limit["filled"].shape == (2, 2, 8) and limit["obs"].shape == (2, 2, 9, 1, 5)
+    assert not limit["filled"][1, :, 5:].any() and (limit["obs"][1, :, 6:] == 0).all()
+
+
+def _episodes(exp: Experiment, index: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The buffer's episodes ``index``, trimmed in time to the longest as ``sample`` trims them."""
+    buf, t = exp.buffer, int(exp.buffer.lengths[index].max())
+    return {k: v[index, : t + v.shape[1] - buf.data["filled"].shape[1]] for k, v in buf.data.items()}
+
+
+def test_padded_to_the_limit_a_members_step_does_not_depend_on_the_others(tmp_path):
+    """With ``pad_to`` (the episode limit, as groups on envs that resume bitwise use), member 0's
+    steps are bitwise the same whether member 1's batches are short or full-length, and when
+    member 0 is computed alone: a resumed group pairs other steps in its rounds (docs/vectorised.md,
+    "Full update rounds"). Padded to the round's longest instead, or with a lone member computed
+    without its copy, the test fails at its first update."""
+    case = ("env=lbf", "env.key=Foraging-5x5-2p-1f-v3", "num_envs=1")  # one food: episodes of 2-50 steps
+    runs = [_members(tmp_path / name, *case) for name in "abc"]
+    limit = runs[0][0].spec.episode_limit
+    vectors = [VectorLearner([exp.learner for exp in exps], pad_to=limit) for exps in runs]
+    lengths = [runs[0][s].buffer.lengths[: runs[0][s].buffer.size] for s in range(3)]
+    short0, short1 = (torch.nonzero(lengths[s] < limit).flatten() for s in (0, 1))
+    long1 = torch.nonzero(lengths[1] == limit).flatten()
+    assert len(short0) and len(short1) and len(long1), lengths
+    g = torch.Generator().manual_seed(0)
+    for step in range(8):
+        pick = [ix[torch.randint(len(ix), (8,), generator=g)] for ix in (short0, short1, long1)]
+        b0 = _episodes(runs[0][0], pick[0])
+        b2 = _episodes(runs[0][2], pick[0])
+        got = [vectors[0].update([b0, _episodes(runs[0][1], pick[1]), b2])[0],
+               vectors[1].update([b0, _episodes(runs[0][1], pick[2]), b2])[0],
+               vectors[2].update([b0, None, None])[0]]
+        for v, name in ((vectors[1], "beside a full-length batch"), (vectors[2], "alone")):
+            for k in vectors[0].online:
+                assert torch.equal(v.params[k][0], vectors[0].params[k][0]), f"update {step}, {name}: {k}"
+        for stats in got[1:]:
+            assert torch.equal(stats["loss"][0], got[0]["loss"][0]) and torch.equal(stats["grad_norm"][0],
+                                                                                    got[0]["grad_norm"][0])

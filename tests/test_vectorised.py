@@ -23,7 +23,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from marl import checkpoint as ckpt
-from marl import preemption
+from marl import preemption, vector_experiment
 from marl.errors import NonFiniteError
 from marl.experiment import Experiment, run
 from marl.vector_experiment import run_group
@@ -205,3 +205,50 @@ def test_a_stopped_lbf_group_checkpoints_each_member_at_its_own_step_and_resumes
     results = run_group(_group(tmp_path, "run", *LBF_UNEVEN))
     assert all(isinstance(r, dict) for r in results)
     assert [read_metrics(tmp_path / "run" / f"m{s}")[-1]["env_steps"] for s in range(3)] == [1500] * 3
+
+
+# SMAX continues its in-flight battles bitwise after a resume (matrix games do too, but their
+# episodes all last the same), and random 3m battles end at different steps for different members.
+SMAX_UNEVEN = ("env=smax", "t_max=600", "learner.batch_size=4", "buffer.capacity=50", "eval.interval=600",
+               "eval.episodes=2", "eval.num_envs=2", "logger.interval=10", "checkpoint.interval=600",
+               "num_envs=1")
+
+
+def _stop_when_seed_0_completes_beside_a_parked_member(env_steps: int, monkeypatch) -> list[int]:
+    """A stop request once member seed 0 completes a step (at or after ``env_steps``) while another
+    member is parked: that one takes its due gradient step in a round without seed 0 before it
+    checkpoints, so the members are saved at different gradient steps and a resumed group pairs
+    other steps in its rounds than the uninterrupted one. Returns seed 0's env step when it fired."""
+    original = vector_experiment.collect_and_learn
+    fired: list[int] = []
+
+    def stopping(group, vector, live, fail, parked):
+        completed = original(group, vector, live, fail, parked)
+        if not fired and 0 in completed and parked and group[0].clock.env_steps >= env_steps:
+            fired.append(group[0].clock.env_steps)
+            preemption.request()
+        return completed
+
+    monkeypatch.setattr(vector_experiment, "collect_and_learn", stopping)
+    return fired
+
+
+def test_a_smax_group_stopped_out_of_phase_resumes_every_member_bitwise(tmp_path, monkeypatch):
+    """A stop finds SMAX members in different phases: a parked member takes its gradient step
+    without seed 0 before it checkpoints, and the resumed group pairs other steps in its rounds
+    (and has other members alone) than the uninterrupted one. Every member still ends bitwise
+    equal to the uninterrupted group, because a member's arithmetic does not depend on the others:
+    batches padded to the episode limit, and a lone member computed beside a copy of itself
+    (marl.vector_learner.VectorLearner)."""
+    run_group(_group(tmp_path, "ref", *SMAX_UNEVEN))
+    fired = _stop_when_seed_0_completes_beside_a_parked_member(300, monkeypatch)
+    with pytest.raises(preemption.Preempted):
+        run_group(_group(tmp_path, "run", *SMAX_UNEVEN))
+    preemption.clear()
+    saved = [ckpt.load(tmp_path / "run" / f"m{s}" / ckpt.CHECKPOINT_FILE)["clock"] for s in range(3)]
+    assert saved[0]["env_steps"] == fired[0] and len({c["grad_steps"] for c in saved}) > 1, saved
+    monkeypatch.undo()
+    run_group(_group(tmp_path, "run", *SMAX_UNEVEN))
+    for s in range(3):
+        assert records(tmp_path / "run" / f"m{s}") == records(tmp_path / "ref" / f"m{s}"), f"member {s}"
+        assert_same(final_state(tmp_path / "run" / f"m{s}"), final_state(tmp_path / "ref" / f"m{s}"), f"member {s}")

@@ -98,8 +98,17 @@ def run_group(cfg: DictConfig) -> list[dict[str, float] | BaseException]:
 
 
 def vectorise(group: list[Experiment]) -> VectorLearner:
-    """One batched learner for ``group``; each member's ``learner`` becomes its slice of it."""
-    vector = VectorLearner([m.learner for m in group])
+    """One batched learner for ``group``; each member's ``learner`` becomes its slice of it.
+
+    Where the env can continue its episodes bitwise after a resume (a non-empty ``state_dict``:
+    matrix games, SMAX), every member's batch is padded to the episode limit, so that a member's
+    arithmetic does not depend on which other members share its rounds: a group stopped with its
+    members in different phases meets them in other rounds when resumed, and still resumes
+    bitwise. Elsewhere (Python envs, VMAS) a resume restarts the episodes anyway, and a batch is
+    padded only to the longest of its round, which costs less when episodes end early.
+    """
+    bitwise = bool(group[0].env.state_dict())
+    vector = VectorLearner([m.learner for m in group], pad_to=group[0].spec.episode_limit if bitwise else None)
     for s, m in enumerate(group):
         vector.load_member_state_dict(s, m.learner.state_dict())  # a resumed member's optimiser state
         m.learner = MemberLearner(vector, s)

@@ -47,16 +47,18 @@ class _Nets(nn.Module):
         return Learner.loss(self, batch)  # type: ignore[arg-type]
 
 
-def stack_batches(batches: list[Episodes]) -> Episodes:
-    """Members' batches as one ``[S, B, T, ...]`` batch, padded in time to the longest.
+def stack_batches(batches: list[Episodes], steps: int | None = None) -> Episodes:
+    """Members' batches as one ``[S, B, T, ...]`` batch, padded in time to ``steps`` (default: the
+    longest batch's).
 
     Padding is what the buffer already pads with (zeros, ``filled`` False), so each member's
-    masked loss is unchanged.
+    masked loss is unchanged up to rounding: its masked sums run over a longer tensor.
     """
+    steps = max(b["filled"].shape[1] for b in batches) if steps is None else steps
     out: Episodes = {}
     for key in batches[0]:
-        length = max(b[key].shape[1] for b in batches)
-        out[key] = torch.stack([nn.functional.pad(b[key], _time_pad(b[key], length)) for b in batches])
+        extra = batches[0][key].shape[1] - batches[0]["filled"].shape[1]  # 1 for obs, state, avail (T + 1)
+        out[key] = torch.stack([nn.functional.pad(b[key], _time_pad(b[key], steps + extra)) for b in batches])
     return out
 
 
@@ -77,11 +79,19 @@ def _use_vmappable_paths(module: nn.Module) -> None:
 
 
 class VectorLearner:
-    """``learners`` (one per member, built standalone from each seed) as one batched learner."""
+    """``learners`` (one per member, built standalone from each seed) as one batched learner.
 
-    def __init__(self, learners: list[Learner]) -> None:
+    ``pad_to``: pad every member's batch in time to this many steps (the env's episode limit)
+    instead of to the longest batch of the update. A member's masked sums then run over the same
+    shape whatever the other members drew, so its arithmetic is bitwise independent of them: what
+    makes a group resume bitwise when its members were stopped in different phases
+    (:func:`marl.vector_experiment.vectorise` sets it where the env can resume bitwise).
+    """
+
+    def __init__(self, learners: list[Learner], pad_to: int | None = None) -> None:
         first = learners[0]
         self.learners, self.S, self.cfg, self.device = learners, len(learners), first.cfg, first.device
+        self.pad_to = pad_to
         self.check_finite = first.check_finite
         nets = [_Nets(learner) for learner in learners]
         params, buffers = stack_module_state(nets)
@@ -147,32 +157,40 @@ class VectorLearner:
         Only the members with a batch are computed: members whose episodes end at different
         times are due at different steps, and computing every member each time (the idle ones
         on a copy) made a group's update cost S members' arithmetic for every member's step.
+        A lone member is computed beside a copy of itself (the copy's result is dropped): batched
+        over one member, the kernels round differently than over two or more, and a member's
+        arithmetic must not depend on how many others step with it (see ``pad_to``).
         Returns the statistics ``{name: [S]}`` (zero for members that did not step) and the mask
         of members that stepped; a member with a non-finite loss, gradient norm or Q-value is
         left out of the step and of the mask.
         """
         members = [s for s, b in enumerate(batches) if b is not None]
-        index = torch.tensor(members, device=self.device)
-        everyone = len(members) == self.S
+        n = len(members)
+        computed = members if n > 1 else members * 2
+        index = torch.tensor(computed, device=self.device)
+        everyone = computed == list(range(self.S))
         params = self.params if everyone else {
             k: v.detach().index_select(0, index).requires_grad_(v.requires_grad) for k, v in self.params.items()}
         buffers = self.buffers if everyone else {k: v.index_select(0, index) for k, v in self.buffers.items()}
-        batch = stack_batches([batches[s] for s in members])
+        batch = stack_batches([batches[s] for s in members], self.pad_to)
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         batch = self._standardised_for(batch, members)
+        if n == 1:
+            batch = {k: v.expand(2, *v.shape[1:]) for k, v in batch.items()}
         losses, stats = self._loss(params, buffers, batch)
         grads = torch.autograd.grad(losses.sum(), [params[k] for k in self.online], allow_unused=True)
         grads = [torch.zeros_like(params[k]) if g is None else g for k, g in zip(self.online, grads)]
         stats = {k: v.detach() for k, v in stats.items()}
-        stats["grad_norm"] = clip_member_grads_(grads, self.cfg.grad_clip)
-        finite = torch.ones(len(members), dtype=torch.bool)
+        stats["grad_norm"] = clip_member_grads_(grads, self.cfg.grad_clip)  # before dropping a copy: same shapes
+        grads, stats = [g[:n] for g in grads], {k: v[:n] for k, v in stats.items()}
+        finite = torch.ones(n, dtype=torch.bool)
         if self.check_finite:
             finite = torch.isfinite(torch.stack([stats[k].float() for k in FINITE_STATS])).all(dim=0).cpu()
         mask = torch.zeros(self.S, dtype=torch.bool)
         mask[members] = finite
         if not everyone:
-            grads = [_scatter(g, index, self.S) for g in grads]
-            stats = {k: _scatter(v, index, self.S) for k, v in stats.items()}
+            grads = [_scatter(g, index[:n], self.S) for g in grads]
+            stats = {k: _scatter(v, index[:n], self.S) for k, v in stats.items()}
         self.optimizer.step(grads, mask)
         return stats, mask
 
