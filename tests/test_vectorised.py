@@ -74,6 +74,21 @@ def test_members_are_the_runs_of_the_plain_sweep(tmp_path, case):
             assert a == pytest.approx(b, rel=2e-3, abs=1e-4), f"seed {seed}, update {i}: {a} vs {b}"
 
 
+def test_a_seed_left_over_by_the_grouping_runs_as_a_plain_run(tmp_path):
+    """seed=0-2 with seeds_per_process=2: seeds 0 and 1 train as a group, and seed 2, left over,
+    runs as the plain job it would be without the option (a group of one would batch nothing and
+    compute every update twice), so its records are bitwise those of the same seed run alone."""
+    sweep(tmp_path / "vec", *CLIMBING, "seed=0-2", "seeds_per_process=2")
+    assert sorted(p.name for p in (tmp_path / "vec" / ".groups").iterdir()) == ["0.json"]
+    left = tmp_path / "vec" / "2_seed=2"
+    cfg = OmegaConf.load(left / "config.yaml")
+    assert cfg.seed == 2 and cfg.seeds_per_process == 2 and cfg.vector_group is None
+    alone = tmp_path / "alone"
+    run(run_config(alone, *CLIMBING, "seed=2"))
+    assert read_metrics(left)[-1].get("final") == 1.0
+    assert records(left) == records(alone)
+
+
 def test_two_step_gives_qmix_8_and_vdn_7_for_every_member(tmp_path):
     sweep(tmp_path / "s", "preset=two_step_paper", "mixer=qmix,vdn", "seed=0-2", "seeds_per_process=3")
     for d in (tmp_path / "s").glob("*_mixer=*"):

@@ -7,7 +7,10 @@ cannot pack sweep points into one job (Hydra issue 2632), so the grouping happen
 any launcher sees the jobs. Each member keeps the run folder, job number and overrides it would
 have had on its own; the group's job runs in its first member's folder and reads the list of
 members from a file under ``<sweep>/.groups/`` (``vector_group``), and
-:mod:`marl.vector_experiment` trains them.
+:mod:`marl.vector_experiment` trains them. A group of one (the seeds left over when their number
+is not a multiple of S) is launched as the plain job it would be without the option: a batched
+learner of one member gains nothing, and computes each update twice (a lone member's copy,
+:class:`marl.vector_learner.VectorLearner`).
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ class SeedGroupSweeper(BasicSweeper):
         launched = []
         for members in groups:
             first = members[0]
+            if len(members) == 1:  # a seed left over by the cut: nothing to batch, so it runs as a plain run
+                launched.append([*first["overrides"], f"hydra.sweep.subdir={_quoted(first['subdir'])}"])
+                continue
             path = sweep_dir / GROUPS_DIR / f"{first['num']}.json"
             path.write_text(json.dumps({"members": members}, indent=1))
             launched.append([*first["overrides"], f"vector_group={_quoted(str(path))}",
