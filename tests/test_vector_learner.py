@@ -157,12 +157,6 @@ def test_stacked_batches_pad_time_with_unfilled_steps():
     assert not limit["filled"][1, :, 5:].any() and (limit["obs"][1, :, 6:] == 0).all()
 
 
-def _episodes(exp: Experiment, index: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The buffer's episodes ``index``, trimmed in time to the longest as ``sample`` trims them."""
-    buf, t = exp.buffer, int(exp.buffer.lengths[index].max())
-    return {k: v[index, : t + v.shape[1] - buf.data["filled"].shape[1]] for k, v in buf.data.items()}
-
-
 def test_padded_to_the_limit_a_members_step_does_not_depend_on_the_others(tmp_path):
     """With ``pad_to`` (the episode limit, as groups on envs that resume bitwise use), member 0's
     steps are bitwise the same whether member 1's batches are short or full-length, and when
@@ -180,10 +174,10 @@ def test_padded_to_the_limit_a_members_step_does_not_depend_on_the_others(tmp_pa
     g = torch.Generator().manual_seed(0)
     for step in range(8):
         pick = [ix[torch.randint(len(ix), (8,), generator=g)] for ix in (short0, short1, long1)]
-        b0 = _episodes(runs[0][0], pick[0])
-        b2 = _episodes(runs[0][2], pick[0])
-        got = [vectors[0].update([b0, _episodes(runs[0][1], pick[1]), b2])[0],
-               vectors[1].update([b0, _episodes(runs[0][1], pick[2]), b2])[0],
+        b0 = runs[0][0].buffer.episodes(pick[0])
+        b2 = runs[0][2].buffer.episodes(pick[0])
+        got = [vectors[0].update([b0, runs[0][1].buffer.episodes(pick[1]), b2])[0],
+               vectors[1].update([b0, runs[0][1].buffer.episodes(pick[2]), b2])[0],
                vectors[2].update([b0, None, None])[0]]
         for v, name in ((vectors[1], "beside a full-length batch"), (vectors[2], "alone")):
             for k in vectors[0].online:

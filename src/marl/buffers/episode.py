@@ -52,7 +52,10 @@ class EpisodeBuffer:
         return self.size >= batch_size
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Episodes:
-        idx = torch.randperm(self.size, generator=generator)[:batch_size]
+        return self.episodes(torch.randperm(self.size, generator=generator)[:batch_size])
+
+    def episodes(self, idx: torch.Tensor) -> Episodes:
+        """The stored episodes ``idx``, trimmed in time to the longest of them."""
         t = int(self.lengths[idx].max())
         return {
             key: (v[idx, : t + 1] if v.shape[1] == self.data["filled"].shape[1] + 1 else v[idx, :t])
