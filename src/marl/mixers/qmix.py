@@ -49,8 +49,8 @@ class QMixer(nn.Module):
     def __init__(self, n_agents: int, state_dim: int, cfg: Any) -> None:
         super().__init__()
         self.n_agents, self.embed_dim = n_agents, cfg.embed_dim
-        self.needs_state = self.use_state = bool(cfg.use_state)
-        state_dim = state_dim if self.use_state else 1
+        self.needs_state = bool(cfg.use_state)
+        state_dim = state_dim if self.needs_state else 1
         self.hyper_w1 = _hypernet(state_dim, cfg.embed_dim * n_agents, cfg.hypernet_layers, cfg.hypernet_embed)
         self.hyper_w2 = _hypernet(state_dim, cfg.embed_dim, cfg.hypernet_layers, cfg.hypernet_embed)
         self.hyper_b1 = nn.Linear(state_dim, cfg.embed_dim)
@@ -61,7 +61,7 @@ class QMixer(nn.Module):
         # bmm to pay off, so they are written as broadcast multiply-and-sum (same maths).
         lead = agent_qs.shape[:-1]
         qs = agent_qs.reshape(-1, self.n_agents, 1)
-        s = state.reshape(-1, state.shape[-1]) if self.use_state else qs.new_ones(qs.shape[0], 1)
+        s = state.reshape(-1, state.shape[-1]) if self.needs_state else qs.new_ones(qs.shape[0], 1)
         w1 = torch.abs(self.hyper_w1(s)).view(-1, self.n_agents, self.embed_dim)
         hidden = F.elu((qs * w1).sum(dim=1) + self.hyper_b1(s))  # [N, embed]
         w2 = torch.abs(self.hyper_w2(s))  # [N, embed]
