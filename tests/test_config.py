@@ -71,6 +71,7 @@ def test_integer_ranges_become_hydra_ranges():
         ("t_max_unit=hours", ["t_max_unit", "hours", "env_steps"]),
         ("env=nope", ["env", "nope", "two_step"]),
         ("learner.gamma=2", ["learner.gamma", "2", "[0, 1]"]),
+        ("learner.time_limit_end=truncate", ["learner.time_limit_end", "truncate", "bootstrap", "terminal"]),
     ],
 )
 def test_bad_config_fails_fast_naming_key_value_and_allowed(override, expected, tmp_path):

@@ -124,6 +124,21 @@ def test_lbf_time_limit_is_truncation_and_food_gone_is_termination() -> None:
     assert torch.equal(r["truncated"], (r["t"] == 20) & ~r["terminated"])
 
 
+def test_lbf_masks_are_lbfs_own_or_every_action_as_epymarl_reports() -> None:
+    masked, unmasked = make(["env=lbf"], num_envs=4), make(["env=lbf", "env.action_masks=false"], num_envs=4)
+    try:
+        r_masked, r_unmasked = rollout(masked, 60, seed=3), rollout(unmasked, 60, seed=3)
+    finally:
+        masked.close()
+        unmasked.close()
+    # LBF's masks: NONE always valid, LOAD (5) only next to food, so some actions are masked.
+    assert r_masked["avail"][..., 0].all() and not r_masked["avail"].all()
+    assert r_unmasked["avail"].all()
+    # Without masks the agents choose actions the env ignores, and the episodes still end as LBF's.
+    assert (r_unmasked["actions"] == 5).any()
+    assert torch.equal(r_unmasked["truncated"], (r_unmasked["t"] == 50) & ~r_unmasked["terminated"])
+
+
 def test_rware_500_steps_is_truncation() -> None:
     env = make(["env=rware"], num_envs=1)
     try:

@@ -61,6 +61,28 @@ def test_targets_and_masks_match_the_hand_computation(tmp_path):
     assert torch.isclose(stats["target_mean"], torch.tensor((4 + 10 + 1 + 5 + 5) / 5))
 
 
+def test_time_limit_end_bootstraps_or_not_and_terminations_never_do(tmp_path):
+    # The hand batch of the test above, with the padding of episode 0 made loud: a padded step
+    # marked terminated, so a rule that read padding would move the loss.
+    batch = hand_batch()
+    batch["terminated"][0, 2] = True
+    bootstrap = make_learner(tmp_path)
+    terminal = make_learner(tmp_path, "learner.time_limit_end=terminal")
+    loss_b, stats_b = bootstrap.loss(batch)
+    loss_t, stats_t = terminal.loss(batch)
+    # Bootstrap: episode 1's time-limit end y2 = r + γ·V(s_T) = 2 + .5 * (2 + 4) = 5 (as above).
+    # Terminal: y2 = r = 2, so td = 8 - 2 = 6. Episode 0 terminated: y1 = 10 in both.
+    assert torch.isclose(loss_b, torch.tensor((1 + 16 + 0 + 9 + 9) / 5))
+    assert torch.isclose(stats_b["target_mean"], torch.tensor((4 + 10 + 1 + 5 + 5) / 5))
+    assert torch.isclose(loss_t, torch.tensor((1 + 16 + 0 + 9 + 36) / 5))
+    assert torch.isclose(stats_t["target_mean"], torch.tensor((4 + 10 + 1 + 5 + 2) / 5))
+    # Padding changes nothing: fill episode 0's padded slots with other numbers.
+    noisy = hand_batch()
+    noisy["reward"][0, 2], noisy["obs"][0, 3], noisy["terminated"][0, 2] = -1e3, -7.0, False
+    for learner, loss in ((bootstrap, loss_b), (terminal, loss_t)):
+        assert torch.equal(learner.loss(noisy)[0], loss)
+
+
 def test_double_q_picks_with_online_and_evaluates_with_target(tmp_path):
     learner = make_learner(tmp_path)
     # Target net prefers the other action everywhere; double Q must still evaluate online's pick.

@@ -53,7 +53,7 @@ COMMON = {
 }
 PER_ENV = {
     "lbf": {"env.time_limit": 50, "env.normalize_obs": False, "env.team_reward": "sum",
-            "env.state": "concat_obs"},
+            "env.state": "concat_obs", "env.action_masks": False},   # gymma.py: every action available
     "mpe": {"env.time_limit": 25, "env.team_reward": "sum", "env.state": "concat_obs"},
     "climbing": {"env.episode_limit": 25},
 }
@@ -126,6 +126,19 @@ def test_composes_for_every_env(preset, env):
         assert cfg["learner.standardise_rewards"] is False and cfg["agent.name"] == "rnn"
         if env == "lbf":
             assert cfg["env.normalize_obs"] is True
+
+
+# EPyMARL's runner bootstraps a time-limit end only where the env reports `episode_limit` (SMAC);
+# its gym wrapper (gymma.py) never does. marl's own default bootstraps everywhere.
+GYM_TASKS = ("lbf", "mpe", "rware", "climbing", "penalty", "vmas", "smax", "pettingzoo", "gymnasium")
+
+
+@pytest.mark.parametrize("env, expected", [*((e, "terminal") for e in GYM_TASKS), ("smac", "bootstrap")])
+def test_time_limit_end_is_epymarls_per_env(env, expected):
+    cfg = compose(["run_dir=/tmp/x", "preset=epymarl", f"env={env}"])
+    assert OmegaConf.select(cfg, "learner.time_limit_end").value == expected
+    default = compose(["run_dir=/tmp/x", f"env={env}"])
+    assert OmegaConf.select(default, "learner.time_limit_end").value == "bootstrap"
 
 
 def test_agent_on_the_command_line_wins_over_the_preset():

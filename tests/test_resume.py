@@ -359,6 +359,23 @@ def test_resume_refuses_a_different_algorithm(tmp_path, monkeypatch):
     assert read_metrics(tmp_path)[-1]["env_steps"] == 500
 
 
+def test_a_run_saved_before_a_key_existed_resumes_at_its_default_and_not_at_another(tmp_path):
+    from omegaconf import OmegaConf
+
+    from marl.experiment import CONFIG_FILE, check_resumable
+
+    # LBF's config as an older version saved it: no learner.time_limit_end, no env.action_masks.
+    cfg = run_config(tmp_path, "env=lbf")
+    saved = OmegaConf.to_container(cfg, resolve=False)
+    del saved["learner"]["time_limit_end"], saved["env"]["action_masks"]
+    OmegaConf.save(OmegaConf.create(saved), tmp_path / CONFIG_FILE)
+    check_resumable(cfg, tmp_path)  # both were running at today's defaults
+    with pytest.raises(ConfigError, match=r"learner\.time_limit_end='bootstrap' in the folder, 'terminal' now"):
+        check_resumable(run_config(tmp_path, "env=lbf", "learner.time_limit_end=terminal"), tmp_path)
+    with pytest.raises(ConfigError, match=r"env\.action_masks=True in the folder, False now"):
+        check_resumable(run_config(tmp_path, "env=lbf", "env.action_masks=false"), tmp_path)
+
+
 def test_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = run_config(tmp_path, *CASES["two_step"], "t_max=200", "logger.wandb.mode=offline")

@@ -30,6 +30,18 @@ class Unit(str, Enum):
     grad_steps = "grad_steps"
 
 
+class TimeLimitEnd(str, Enum):
+    """What an episode cut short by a time limit means for its last TD target (invariant 3).
+
+    ``bootstrap``: y = r + γ·V(s_T) from the final observation, the correct target (Pardo et al.
+    2018) and the default. ``terminal``: y = r, as if the task had ended there; EPyMARL's gym runner
+    does this on every gym task (preset=epymarl). A terminated episode's target is r either way.
+    """
+
+    bootstrap = "bootstrap"
+    terminal = "terminal"
+
+
 class Optimizer(str, Enum):
     rmsprop = "rmsprop"
     adam = "adam"
@@ -70,6 +82,7 @@ class LearnerConfig:
     target_update_unit: Unit = Unit.episodes
     target_tau: float = 1.0
     standardise_rewards: bool = False  # EPyMARL's running mean/std of the reward (marl.reward_scaling)
+    time_limit_end: TimeLimitEnd = TimeLimitEnd.bootstrap
 
 
 @dataclass
@@ -205,6 +218,30 @@ def validate(cfg: DictConfig) -> None:
              cfg.faults.lock_wait_s, "must be >= 0 seconds, or null (0 locally, 600 in a SLURM job)")
     _require(cfg.logger.wandb.init_timeout_s > 0, "logger.wandb.init_timeout_s", cfg.logger.wandb.init_timeout_s,
              "must be > 0 seconds")
+
+
+def with_schema_defaults(saved: DictConfig) -> DictConfig:
+    """A config saved by an older version, with the keys added since at their schema defaults.
+
+    A key that did not exist when a run started (e.g. ``learner.time_limit_end``) was running
+    with what is now its default, so resuming that run is no configuration change.
+    """
+    from marl.registry import ALL
+
+    def schema(node: type) -> DictConfig:
+        base = OmegaConf.structured(node)
+        OmegaConf.set_struct(base, False)  # keys the schema does not know (``+key=``) stay
+        return base
+
+    out = OmegaConf.merge(schema(Config), saved)
+    for registry in ALL:
+        node = saved.get(registry.kind)
+        if not isinstance(node, DictConfig) or "name" not in node:
+            continue
+        if str(node.name) not in registry.names():
+            continue  # an unknown name is refused by validate(), with the registered ones listed
+        out[registry.kind] = OmegaConf.merge(schema(registry.get(str(node.name)).config), node)
+    return out
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -21,7 +21,7 @@ from marl.allocator import keep_freed_memory
 from marl.buffers import Episodes
 from marl.checkpoint import CHECKPOINT_FILE, load_latest, rng_state, save_atomic, seed_everything, set_rng_state
 from marl.clock import Clock, Every, LinearSchedule
-from marl.config import Unit, flatten, validate
+from marl.config import Unit, flatten, validate, with_schema_defaults
 from marl.envs.base import EnvSpec, derive_seeds
 from marl.errors import ConfigError, NonFiniteError
 from marl.learner import Learner
@@ -367,7 +367,7 @@ def check_resumable(cfg: DictConfig, run_dir: Path) -> None:
     saved_file = run_dir / CONFIG_FILE
     if not saved_file.exists():
         return
-    old = flatten(OmegaConf.to_container(OmegaConf.load(saved_file), resolve=False))
+    old = flatten(OmegaConf.to_container(with_schema_defaults(OmegaConf.load(saved_file)), resolve=False))
     new = flatten(OmegaConf.to_container(cfg, resolve=False))
     diffs = [f"{key}={old.get(key)!r} in the folder, {new.get(key)!r} now"
              for key in sorted(set(old) | set(new))

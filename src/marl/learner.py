@@ -6,7 +6,8 @@ One update, read top to bottom:
 2. Targets from the target networks at t+1: double Q picks the argmax with the online network,
    among the available actions; the target mixer values those actions (for QMIX Q_tot', for
    Weighted QMIX its unrestricted Q*'); ``terminated`` stops bootstrapping, truncation does not
-   (docs/architecture.md, invariant 3); TD(λ) blends n-step returns when ``td_lambda > 0``.
+   unless ``time_limit_end=terminal`` (docs/architecture.md, invariant 3); TD(λ) blends n-step
+   returns when ``td_lambda > 0``.
 3. Q_tot = mixer(Q_i(a_t), s_t) for all steps at once, given the targets.
 4. Masked MSE over real steps (``filled``), weighted per step if the mixer says so, plus any loss
    terms of the mixer's own; gradient clipping, a finiteness check of the loss terms, the
@@ -28,8 +29,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from marl.buffers import Episodes
-from marl.config import Optimizer
+from marl.buffers import Episodes, truncated
+from marl.config import Optimizer, TimeLimitEnd
 from marl.errors import NonFiniteError
 from marl.mixers import MixerInput, bind, mix
 from marl.policy import Policy
@@ -105,6 +106,7 @@ class Learner:
         else:
             self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=cfg.optim_eps, foreach=True)
         self.device = device
+        self.time_limit_is_terminal = TimeLimitEnd(cfg.time_limit_end) is TimeLimitEnd.terminal
         # EPyMARL's reward standardisation (marl.reward_scaling): one statistic of the team reward.
         self.reward_scaling = (RunningMeanStd(device=device)
                                if getattr(self.cfg, "standardise_rewards", False) else None)
@@ -141,7 +143,10 @@ class Learner:
             next_values = mix(self.target_mixer, MixerInput(
                 chosen=target_q.gather(-1, best.unsqueeze(-1)).squeeze(-1), state=state[:, 1:], q_all=target_q,
                 avail=avail[:, 1:], actions=best, greedy=greedy[:, 1:], episodes=batch, next_step=True)).q_tot
-            y = lambda_returns(reward, batch["terminated"], filled, next_values,
+            terminated = batch["terminated"]
+            if self.time_limit_is_terminal:  # EPyMARL's gym runner: a time-limit end is not bootstrapped
+                terminated = terminated | truncated(batch)
+            y = lambda_returns(reward, terminated, filled, next_values,
                                self.cfg.gamma, self.cfg.td_lambda)
             mask = filled.unsqueeze(-1).expand_as(y).to(y.dtype)
         mixed = mix(self.mixer, MixerInput(

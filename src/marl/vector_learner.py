@@ -41,6 +41,7 @@ class _Nets(nn.Module):
         for name in NETS:
             setattr(self, name, getattr(learner, name))
         self.cfg = learner.cfg
+        self.time_limit_is_terminal = learner.time_limit_is_terminal
         self.reward_scaling = None  # rewards are standardised per member before the batched loss
 
     def forward(self, batch: Episodes) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -29,6 +29,19 @@ def episode_layout(spec: EnvSpec) -> dict[str, tuple[tuple[int, ...], torch.dtyp
     }
 
 
+def truncated(episodes: Episodes) -> torch.Tensor:
+    """[B, T] bool: the steps where an episode was cut short (a time limit), not ended by its task.
+
+    Stored episodes are whole: each ends at its last ``filled`` step, ``terminated`` says whether
+    the task ended there, and every other end is a truncation (the env's time limit, or the
+    batch's ``episode_limit``). So the two endings are stored apart without a field of their own,
+    and whether a truncation is bootstrapped stays the learner's choice (``learner.time_limit_end``).
+    """
+    filled = episodes["filled"]
+    last = filled & ~torch.cat([filled[:, 1:], torch.zeros_like(filled[:, :1])], dim=1)
+    return last & ~episodes["terminated"]
+
+
 def allocate(spec: EnvSpec, n: int, device: torch.device | str = "cpu") -> Episodes:
     return {k: torch.zeros((n, *shape), dtype=dtype, device=device)
             for k, (shape, dtype) in episode_layout(spec).items()}

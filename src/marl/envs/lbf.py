@@ -15,6 +15,10 @@ Facts this adapter relies on (read in lbforaging 2.0.0's ``foraging/environment.
   ``env.unwrapped.players`` order) to the list of valid ``Action`` enums (NONE=0, NORTH, SOUTH,
   WEST, EAST, LOAD=5), recomputed after every reset and step. They are the avail masks; NONE is
   always valid and LOAD only next to food. (The env itself turns an invalid action into NONE.)
+  ``action_masks=false`` reports every action as available instead, as EPyMARL's gym wrapper does
+  (its ``get_avail_agent_actions`` returns all ones): the agents then learn which actions the env
+  ignores. Measured: QMIX learned nothing by 300k env steps without the masks, in this adapter
+  and in EPyMARL's code alike (docs/results.md).
 * there is no global state: ``state=auto`` gives the concatenated observations, as EPyMARL does.
 * observations are raw grid coordinates and levels (0..7 on an 8x8 grid, -1 when unseen).
   ``normalize_obs=true`` (the default) divides them by the observation space's largest value.
@@ -43,20 +47,24 @@ from marl.registry import ENVS
 class LBFConfig(PythonEnvConfig):
     """``key``: an lbforaging Gymnasium id. ``time_limit``: steps per episode (lbforaging's own
     default and EPyMARL's: 50). ``kwargs``: extra ``ForagingEnv`` arguments (e.g. ``penalty``,
-    ``normalize_reward``)."""
+    ``normalize_reward``). ``action_masks``: LBF's valid-action masks (true) or every action
+    available (false, EPyMARL's)."""
 
     name: str = "lbf"
     key: str = "Foraging-8x8-2p-2f-coop-v3"
     time_limit: int = 50
     normalize_obs: bool = True
+    action_masks: bool = True
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 class LBFEnv(GymMultiAgentEnv):
     """LBF with its masks read from ``_valid_actions`` and its time limit split out of ``done``."""
 
-    def __init__(self, env: Any, time_limit: int, team_reward: str, normalize_obs: bool) -> None:
+    def __init__(self, env: Any, time_limit: int, team_reward: str, normalize_obs: bool,
+                 action_masks: bool = True) -> None:
         super().__init__(env, time_limit, team_reward, name="lbf")
+        self.action_masks = action_masks
         high = max(float(np.max(space.high)) for space in env.observation_space.spaces)
         self.obs_scale = np.float32(1.0 / high if normalize_obs and high > 0 else 1.0)
 
@@ -71,6 +79,8 @@ class LBFEnv(GymMultiAgentEnv):
         return t
 
     def _avail(self, info: dict[str, Any]) -> np.ndarray:
+        if not self.action_masks:
+            return np.ones((self.n_agents, self.info.n_actions), dtype=bool)
         u = self.env.unwrapped
         avail = np.zeros((self.n_agents, self.info.n_actions), dtype=bool)
         for i, player in enumerate(u.players):
@@ -85,13 +95,14 @@ class LBFEnv(GymMultiAgentEnv):
         return all_food_gone, not all_food_gone
 
 
-def _make_single(spec: Any, kwargs: dict[str, Any], time_limit: int, reward: str, normalize_obs: bool) -> LBFEnv:
+def _make_single(spec: Any, kwargs: dict[str, Any], time_limit: int, reward: str, normalize_obs: bool,
+                 action_masks: bool) -> LBFEnv:
     import gymnasium
     import lbforaging  # noqa: F401  (registers the ids)
 
     env = gymnasium.make(spec, disable_env_checker=True, **kwargs)
     env.unwrapped._max_episode_steps = time_limit  # the env's own step counter ends episodes here
-    return LBFEnv(env, time_limit, reward, normalize_obs)
+    return LBFEnv(env, time_limit, reward, normalize_obs, action_masks)
 
 
 @ENVS.register("lbf", config=LBFConfig)
@@ -103,5 +114,5 @@ def make_lbf(cfg: Any, num_envs: int, seed: int, device: Any = "cpu") -> PythonV
     if "max_episode_steps" in kwargs:
         raise ConfigError("env.kwargs.max_episode_steps is not allowed: set env.time_limit instead")
     make = functools.partial(_make_single, spec, kwargs, int(cfg.time_limit), str(cfg.team_reward),
-                             bool(cfg.normalize_obs))
+                             bool(cfg.normalize_obs), bool(cfg.action_masks))
     return build(cfg, make, num_envs, seed, device)
