@@ -8,7 +8,9 @@
 #
 # Runs go to results/epymarl/num_envs/ (each finished run's small files are data, results/.gitignore);
 # the report to docs/results/epymarl/num_envs/. The reference sweeps use num_envs=8 only if the final
-# and average returns' intervals overlap here (docs/results.md says which was used).
+# and average returns' intervals overlap here (docs/results.md says which was used). The runs committed
+# under results/epymarl_bootstrap/num_envs/ were made by this script at commit 4444cc0, before
+# preset=epymarl made time-limit ends terminal and LBF's actions unmasked.
 # MARL_SWEEP_ARGS adds overrides (default: logger.wandb.mode=offline).
 set -euo pipefail
 cd "$(dirname "$0")/.."
