@@ -24,6 +24,7 @@ COMMON = {
     "learner.lr": 0.0005,
     "learner.optim_eps": 1e-8,                # torch's Adam default
     "learner.standardise_rewards": True,
+    "learner.reward_stats_include_padding": True,  # q_learner.py updates with the whole trimmed batch
     "learner.gamma": 0.99,
     "learner.grad_clip": 10.0,
     "learner.double_q": True,

@@ -15,7 +15,7 @@ import torch
 from marl.learner import Learner
 from marl.policy import Policy
 from marl.registry import MIXERS
-from marl.reward_scaling import EPSILON, RunningMeanStd
+from marl.reward_scaling import EPSILON, RunningMeanStd, statistics_mask
 
 from helpers import run_config
 from test_learner import SPEC, hand_batch
@@ -77,6 +77,30 @@ def test_padded_values_change_nothing():
     for other in results[1:]:
         for k in ("mean", "var", "count"):
             assert torch.equal(results[0][k], other[k]), k
+
+
+def test_epymarls_statistics_take_in_padding_up_to_the_longest_episode():
+    """``reward_stats_include_padding``: EPyMARL's statistics, where a short episode's padded steps
+    count as zeros up to the batch's longest episode, and padding beyond it (a seed group's
+    stacking) still counts for nothing."""
+    stats = RunningMeanStd()
+    epymarl_view = []
+    for rows, lengths in BATCHES:
+        longest = max(lengths)
+        reward, filled = padded(rows, lengths, 0.0)
+        extra = (reward.shape[0], 3)  # stacked further by a group: never counted, whatever it holds
+        reward = torch.cat([reward, torch.full(extra, 99.0)], dim=1)
+        filled = torch.cat([filled, torch.zeros(extra, dtype=torch.bool)], dim=1)
+        stats.update(reward, statistics_mask(filled, include_padding=True))
+        epymarl_view.append(([[v if t < n else 0.0 for t, v in enumerate(row)][:longest] for row, n in zip(rows, lengths)],
+                             [longest] * len(rows)))
+    mean, var, count = hand_running_stats(epymarl_view)[-1]
+    assert math.isclose(stats.count.item(), 3 * 2 + 4 * 3 + 2 + EPSILON, rel_tol=1e-15)  # B x longest per batch
+    assert math.isclose(count, stats.count.item(), rel_tol=1e-15)
+    assert math.isclose(stats.mean.item(), mean, rel_tol=1e-12, abs_tol=1e-12)
+    assert math.isclose(stats.var.item(), var, rel_tol=1e-12)
+    filled = torch.tensor([[True, False], [True, True]])
+    assert torch.equal(statistics_mask(filled, include_padding=False), filled)
 
 
 def test_empty_and_single_step_batches():

@@ -82,6 +82,7 @@ class LearnerConfig:
     target_update_unit: Unit = Unit.episodes
     target_tau: float = 1.0
     standardise_rewards: bool = False  # EPyMARL's running mean/std of the reward (marl.reward_scaling)
+    reward_stats_include_padding: bool = False  # EPyMARL's statistics also take in the batch's padded steps
     time_limit_end: TimeLimitEnd = TimeLimitEnd.bootstrap
 
 

@@ -34,7 +34,7 @@ from marl.config import Optimizer, TimeLimitEnd
 from marl.errors import NonFiniteError
 from marl.mixers import MixerInput, bind, mix
 from marl.policy import Policy
-from marl.reward_scaling import RunningMeanStd
+from marl.reward_scaling import RunningMeanStd, statistics_mask
 
 
 def lambda_returns(reward: torch.Tensor, terminated: torch.Tensor, filled: torch.Tensor,
@@ -128,7 +128,7 @@ class Learner:
         actions, filled = batch["actions"], batch["filled"]
         reward = batch["reward"]
         if self.reward_scaling is not None:
-            self.reward_scaling.update(reward, filled)
+            self.reward_scaling.update(reward, statistics_mask(filled, self.cfg.reward_stats_include_padding))
             reward = torch.where(filled, self.reward_scaling.normalise(reward), 0.0)
         avail = batch["avail"]
         avail = avail | ~avail.any(dim=-1, keepdim=True)  # no action left (e.g. dead): any will do

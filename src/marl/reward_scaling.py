@@ -8,10 +8,13 @@ start at mean 0, variance 1 and a count of ``epsilon = 1e-4``; each batch is mer
 al.'s parallel update, using the batch's *unbiased* variance (``torch.var``); there is no epsilon
 under the square root.
 
-One deliberate difference: EPyMARL updates with the whole ``[B, T]`` reward tensor of the batch,
-padding included (the zero rewards after a short episode's end, up to the longest episode of
-the batch). Here padded steps (``filled == False``) never enter the statistics: ``update`` takes
-the mask, and changing a padded reward changes nothing. Two minor ones: the statistics are held in
+EPyMARL updates with the whole ``[B, T]`` reward tensor of the batch, padding included (the zero
+rewards after a short episode's end, up to the longest episode of the batch). By default padded
+steps (``filled == False``) never enter the statistics here: ``update`` takes the mask, and
+changing a padded reward changes nothing. ``learner.reward_stats_include_padding=true`` gives
+EPyMARL's statistics instead (:func:`statistics_mask`; ``preset=epymarl`` sets it): the padded
+steps up to the batch's longest episode enter as the zeros the buffer pads with. Two minor
+differences remain: the statistics are held in
 float64 (EPyMARL: float32), and a batch with a single real step adds variance 0 (EPyMARL's
 ``torch.var`` of one element is NaN); a batch with none leaves the statistics unchanged.
 
@@ -25,6 +28,20 @@ from __future__ import annotations
 import torch
 
 EPSILON = 1e-4  # EPyMARL's initial count (RunningMeanStd(epsilon=1e-4))
+
+
+def statistics_mask(filled: torch.Tensor, include_padding: bool) -> torch.Tensor:
+    """[B, T] bool: the steps whose rewards enter the statistics.
+
+    ``filled`` (the real steps), or with ``include_padding`` every step up to the batch's longest
+    episode, as EPyMARL's QLearner sees its batch after ``max_t_filled`` trimmed it. A batch that
+    was padded further (a seed group stacks its members' batches to a common length) does not
+    count that extra padding.
+    """
+    if not include_padding:
+        return filled
+    longest = filled.sum(dim=1).max()
+    return (torch.arange(filled.shape[1], device=filled.device) < longest).expand_as(filled)
 
 
 class RunningMeanStd:

@@ -29,6 +29,7 @@ from marl.buffers import Episodes
 from marl.errors import ConfigError
 from marl.learner import FINITE_STATS, Learner
 from marl.member_optim import MemberOptimizer, clip_member_grads_
+from marl.reward_scaling import statistics_mask
 
 NETS = ("policy", "mixer", "target_policy", "target_mixer")
 
@@ -203,7 +204,7 @@ class VectorLearner:
             return batch
         rewards = []
         for j, scaler in enumerate(scalers):
-            scaler.update(batch["reward"][j], batch["filled"][j])
+            scaler.update(batch["reward"][j], statistics_mask(batch["filled"][j], self.cfg.reward_stats_include_padding))
             rewards.append(torch.where(batch["filled"][j], scaler.normalise(batch["reward"][j]), 0.0))
         return {**batch, "reward": torch.stack(rewards)}
 
