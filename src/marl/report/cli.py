@@ -71,6 +71,19 @@ def add_aggregate_args(p: argparse.ArgumentParser) -> None:
                    help="the JSON cache of measured random-policy returns (default <out>/random_returns.json)")
 
 
+def check_aggregate_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with the ``--aggregate`` options, as one line, before any run is read (None: nothing)."""
+    from marl.report.across_tasks import parse_bounds
+
+    if args.random_episodes is not None and args.random_episodes < 1:
+        return f"--random-episodes={args.random_episodes} is invalid: must be >= 1"
+    try:
+        parse_bounds(args.bounds)
+    except ValueError as exc:
+        return f"marl.report: {exc}"
+    return None
+
+
 def across_tasks(comp: Comparison, args: argparse.Namespace, out: Path) -> AcrossTasks:
     """The across-task comparison for ``--aggregate``, lower bounds measured (or read from the cache)."""
     from marl.report.across_tasks import compare_across_tasks, parse_bounds, task_bounds
@@ -91,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.reps < 1:
         print(f"--reps={args.reps} is invalid: must be >= 1", file=sys.stderr)
         return 2
+    if args.aggregate and (bad := check_aggregate_args(args)):
+        print(bad, file=sys.stderr)
+        return 2
     try:
         comp = compare(args.paths, metric=args.metric, reps=args.reps, seed=args.seed, per_agent=args.per_agent)
     except (FileNotFoundError, ValueError) as exc:
@@ -103,9 +119,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or args.paths[0] / "report"
     across = None
     if args.aggregate:
-        if args.random_episodes is not None and args.random_episodes < 1:
-            print(f"--random-episodes={args.random_episodes} is invalid: must be >= 1", file=sys.stderr)
-            return 2
         try:
             across = across_tasks(comp, args, out)
         except ValueError as exc:
