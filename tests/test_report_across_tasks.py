@@ -160,8 +160,8 @@ def test_task_with_one_algorithm_is_said_and_left_out(result, runs, tmp_path):
     assert two_step.excluded is not None and "only qmix" in two_step.excluded and "no vdn" in two_step.excluded
     np.testing.assert_allclose(two_step.normalised["qmix"], [1.0, 1.0])  # still normalised and shown
     out = tmp_path / "report"
-    assert main([str(runs), "--out", str(out), "--aggregate", "--reps", "30"]
-                + [f"--bounds={t}={'' if lo is None else lo}:{'' if hi is None else hi}" for t, (lo, hi) in GIVEN.items()]) == 0
+    bounds = [f"--bounds={t}={'' if lo is None else lo}:{'' if hi is None else hi}" for t, (lo, hi) in GIVEN.items()]
+    assert main([str(runs), "--out", str(out), "--aggregate", "--reps", "30", *bounds]) == 0
     md = (out / "report.md").read_text()
     assert "- task two_step: not in the aggregate: only qmix has runs here (no vdn)" in md
     rows = list(csv.DictReader(open(out / "normalised_runs.csv", newline="")))
@@ -187,10 +187,11 @@ def test_one_algorithm_only_gives_aggregates_without_improvement(runs):
 
 
 def test_bad_bounds_are_one_line_errors(runs, tmp_path, capsys):
-    assert main([str(runs / "climbing"), "--out", str(tmp_path), "--aggregate", "--bounds", "climbing=0-10"]) == 2  # before reading
+    climbing = [str(runs / "climbing"), "--out", str(tmp_path), "--aggregate"]
+    assert main([*climbing, "--bounds", "climbing=0-10"]) == 2  # said before any run is read
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "climbing=0-10" in err and "TASK=LOW:HIGH" in err
-    assert main([str(runs / "climbing"), "--out", str(tmp_path), "--aggregate", "--bounds", "lbf=0:1", "--reps", "10"]) == 2
+    assert main([*climbing, "--bounds", "lbf=0:1", "--reps", "10"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "lbf" in err and "climbing" in err
     assert parse_bounds(["mpe=-80:", "a=b=1:2"]) == {"mpe": (-80.0, None), "a=b": (1.0, 2.0)}
@@ -215,3 +216,16 @@ def test_random_policy_return_is_measured_seeded_and_cached(tmp_path, monkeypatc
 def test_random_policy_on_an_unknown_env_says_what_to_do(tmp_path):
     with pytest.raises(ValueError, match=r"task nowhere: .*--bounds nowhere=LOW:"):
         random_return({"name": "nowhere"}, tmp_path / "c.json", label="nowhere")
+
+
+def test_intervals_repeat_for_a_seed_and_leave_the_global_rng_alone():
+    # rliable resamples with numpy's global RNG whatever random_state it is given; the report seeds it
+    from marl.report.across_tasks import _aggregates
+
+    scores = {"a": np.random.default_rng(0).normal(size=(5, 3)), "b": np.random.default_rng(1).normal(size=(5, 3))}
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    first, second = _aggregates(scores, 200, 0), _aggregates(scores, 200, 0)
+    assert first == second
+    assert _aggregates(scores, 200, 1) != first  # another bootstrap seed, other intervals
+    assert (np.random.get_state()[1] == before).all()
