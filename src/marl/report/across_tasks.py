@@ -130,7 +130,8 @@ def task_bounds(comp: Comparison, given: dict[str, tuple[float | None, float | N
                                  f"only; give task {table.label}'s lower bound with --bounds {table.label}=LOW:HIGH")
             low, low_source = random_return(table) / (table.divisor or 1.0), "random policy"
         if high is None:
-            high, high_source = max(v for row in table.rows for r in row.runs for _, v in r.evals(comp.metric)), "best run"
+            high = max(v for row in table.rows for r in row.runs for _, v in r.evals(comp.metric))
+            high_source = "best run"
         out[table.label] = Bounds(float(low), float(high), low_source, high_source)
     return out
 
@@ -299,8 +300,9 @@ def _training_curves(result: AcrossTasks, included: list[Task], metric: str, rep
     run of every included task covered (runs interpolated between their own evaluations, never beyond)."""
     runs = {(t.label, a.label): t.rows[a.label].runs[:result.runs_per_task[a.label]]
             for t in included for a in result.algorithms}
-    evals = {k: [[(s, float(normalise(np.array(v), next(t for t in included if t.label == k[0]).bounds)))  # type: ignore[arg-type]
-                  for s, v in _snapped(r, metric)] for r in rs] for k, rs in runs.items()}
+    bounds: dict[str, Bounds] = {t.label: t.bounds for t in included if t.bounds is not None}
+    evals = {k: [[(s, float(normalise(np.array(v), bounds[k[0]]))) for s, v in _snapped(r, metric)] for r in rs]
+             for k, rs in runs.items()}
     task_grids = []
     for t in included:
         steps = sorted({s for a in result.algorithms for e in evals[(t.label, a.label)] for s, _ in e})

@@ -71,7 +71,8 @@ def measure(env: dict[str, Any], episodes: int = RANDOM_EPISODES, seed: int = RA
     try:
         policy = UniformPolicy(vec.spec.n_agents, vec.spec.n_actions)
         generator = torch.Generator().manual_seed(seed)
-        runner = Runner(vec, policy, torch.device("cpu"), generator, record=False, check_finite=False)  # type: ignore[arg-type]
+        runner = Runner(vec, policy, torch.device("cpu"), generator,  # type: ignore[arg-type]
+                        record=False, check_finite=False)
         out = evaluate(runner, episodes, epsilon=1.0)
     finally:
         vec.close()
