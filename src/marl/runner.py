@@ -130,15 +130,16 @@ class Runner:
             self.stage = state["stage"]
 
 
-def evaluate(runner: Runner, n_episodes: int) -> dict[str, float]:
+def evaluate(runner: Runner, n_episodes: int, epsilon: float = 0.0) -> dict[str, float]:
     """Greedy returns over ``n_episodes`` episodes: rounds of one episode per env, so short
-    episodes are not over-represented."""
+    episodes are not over-represented. ``epsilon=1``: a uniform-random policy over the available
+    actions instead (the report's random reference return, :mod:`marl.report.random_policy`)."""
     returns, lengths, infos = [], [], {}
     while len(returns) < n_episodes:
         runner.reset()
         active = torch.ones(runner.B, dtype=torch.bool)
         while active.any():
-            res = runner.step(epsilon=0.0)
+            res = runner.step(epsilon=epsilon)
             if res.finished is None:
                 continue
             keep = active[res.finished]

@@ -1,4 +1,5 @@
-"""Compare experiments across seeds: ``python -m marl.report PATH... [--out DIR] [--marl-eval] [--wandb]``.
+"""Compare experiments across seeds:
+``python -m marl.report PATH... [--out DIR] [--marl-eval] [--wandb] [--aggregate]``.
 
 The package, in the order a report is made (each module imports only those above it):
 
@@ -8,6 +9,9 @@ The package, in the order a report is made (each module imports only those above
 * :mod:`~marl.report.labels`: readable names of experiments and envs;
 * :mod:`~marl.report.stats`: mean, IQM and bootstrap intervals over seeds (rliable);
 * :mod:`~marl.report.aggregate`: :func:`compare`, runs grouped per env and experiment;
+* :mod:`~marl.report.random_policy` and :mod:`~marl.report.across_tasks` (``--aggregate``): the
+  algorithms compared across tasks on per-task normalised scores, a random policy's return as the
+  lower reference;
 * :mod:`~marl.report.markdown`, :mod:`~marl.report.plot`, :mod:`~marl.report.files`: the tables,
   the curves and the files written;
 * :mod:`~marl.report.publish`: the comparison as a W&B Report (``--wandb``);

@@ -6,11 +6,14 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from marl.report.markdown import steps_label, to_markdown
+from marl.report.markdown import across_tasks_markdown, steps_label, to_markdown
 from marl.report.model import EPYMARL_STATS, STATS, Comparison
-from marl.report.plot import plot_curves
+from marl.report.plot import plot_aggregates, plot_curves, plot_improvement, plot_profiles
+
+if TYPE_CHECKING:
+    from marl.report.across_tasks import AcrossTasks
 
 
 def write_csv(comp: Comparison, path: Path) -> Path:
@@ -92,8 +95,10 @@ def write_marl_eval(comp: Comparison, path: Path) -> Path:
     return path
 
 
-def write_report(comp: Comparison, out: Path, marl_eval: bool = False) -> dict[str, Path]:
-    """Everything into ``out``; returns the files written by kind."""
+def write_report(comp: Comparison, out: Path, marl_eval: bool = False,
+                 across: AcrossTasks | None = None) -> dict[str, Path]:
+    """Everything into ``out``; returns the files written by kind. ``across`` (``--aggregate``): the
+    across-task part too, appended to report.md (:func:`write_across_tasks`)."""
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     images = {}
@@ -105,9 +110,74 @@ def write_report(comp: Comparison, out: Path, marl_eval: bool = False) -> dict[s
             files[f"curves_{table.slug}"] = png
             images[table.slug] = png.name
     files["markdown"] = out / "report.md"
-    files["markdown"].write_text(to_markdown(comp, images))
+    text = to_markdown(comp, images)
+    if across is not None:
+        across_files = write_across_tasks(across, out)
+        files.update(across_files)
+        text += "\n" + across_tasks_markdown(across, comp.metric, {k: p.name for k, p in across_files.items()})
+    files["markdown"].write_text(text)
     files["csv"] = write_csv(comp, out / "summary.csv")
     files["runs_csv"] = write_runs_csv(comp, out / "runs.csv")
     if marl_eval:
         files["marl_eval"] = write_marl_eval(comp, out / "marl_eval.json")
+    return files
+
+
+# --- across tasks (--aggregate, marl.report.across_tasks) ------------------------------------------
+
+def write_across_tasks(result: AcrossTasks, out: Path) -> dict[str, Path]:
+    """The across-task files: ``aggregate.csv`` (one row per algorithm: every aggregate with its CI),
+    ``improvement.csv`` (one row per pair), ``normalised_runs.csv`` (one row per run and task: its final
+    score, the task's bounds and their sources, its normalised score, whether the task is in the
+    aggregate), ``aggregate_curves.csv`` and the plots."""
+    from marl.report.across_tasks import AGGREGATES
+
+    files: dict[str, Path] = {}
+    with open(out / "normalised_runs.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["task", "algorithm", "seed", "final", "low", "low_source", "high", "high_source", "normalised",
+                    "in_aggregate", "excluded_because"])
+        for task in result.tasks:
+            b = task.bounds
+            for algo, row in task.rows.items():
+                for i, run in enumerate(row.runs):
+                    norm = task.normalised.get(algo)
+                    w.writerow([task.label, algo, run.seed, task.final[algo][i], *(("", "", "", "") if b is None else
+                                (b.low, b.low_source, b.high, b.high_source)), "" if norm is None else norm[i],
+                                task.excluded is None, task.excluded or ""])
+            if not task.rows:
+                w.writerow([task.label, "", "", "", "", "", "", "", "", False, task.excluded or ""])
+    files["normalised_runs_csv"] = out / "normalised_runs.csv"
+    if not result.aggregates:
+        return files
+    with open(out / "aggregate.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["algorithm", "runs_per_task", "tasks"] + [f"{a}{x}" for a in AGGREGATES
+                                                               for x in ("", "_ci_low", "_ci_high")] + ["settings"])
+        for algo in result.algorithms:
+            e = result.aggregates[algo.label]
+            w.writerow([algo.label, result.runs_per_task[algo.label], " ".join(t.label for t in result.included)]
+                       + [v for a in AGGREGATES for v in (e[a].value, e[a].low, e[a].high)] + [algo.settings])
+    files["aggregate_csv"] = out / "aggregate.csv"
+    with open(out / "improvement.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["x", "y", "probability_x_above_y", "ci_low", "ci_high"])
+        w.writerows([x, y, e.value, e.low, e.high] for x, y, e in result.improvement)
+    files["improvement_csv"] = out / "improvement.csv"
+    files["aggregate_intervals"] = plot_aggregates(result.aggregates, out / "aggregate_intervals.png")
+    files["performance_profiles"] = plot_profiles(result.taus, result.profiles, out / "performance_profiles.png")
+    if result.improvement:
+        files["probability_of_improvement"] = plot_improvement(result.improvement,
+                                                               out / "probability_of_improvement.png")
+    if result.curves:
+        with open(out / "aggregate_curves.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["algorithm", "env_steps", "iqm", "ci_low", "ci_high", "runs_per_task"])
+            for algo, c in result.curves.items():
+                w.writerows([algo, int(s), v, lo, hi, int(n)] for s, v, lo, hi, n in zip(c.steps, c.iqm, c.low, c.high,
+                                                                                           c.runs))
+        files["aggregate_curves_csv"] = out / "aggregate_curves.csv"
+        title = f"Across {len(result.included)} tasks: {', '.join(t.label for t in result.included)}"
+        files["aggregate_curves"] = plot_curves(result.curves, title, out / "aggregate_curves.png",
+                                                "normalised score")
     return files

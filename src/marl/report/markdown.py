@@ -6,10 +6,15 @@ of the W&B Report (:mod:`marl.report.publish`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from marl.report.model import Comparison, EnvTable, Estimate, Row
 from marl.report.runs import describe
+
+if TYPE_CHECKING:
+    from marl.report.across_tasks import AcrossTasks
 
 
 def fmt(x: float) -> str:
@@ -92,4 +97,91 @@ def to_markdown(comp: Comparison, images: dict[str, str] | None = None) -> str:
         out += [f"- {describe(r)}: {r.problem}" for r in comp.incomplete] + [""]
     if comp.missing:
         out += ["## Missing runs", ""] + [f"- {m}" for m in comp.missing] + [""]
+    return "\n".join(out)
+
+
+# --- across tasks (--aggregate, marl.report.across_tasks) ------------------------------------------
+
+def across_tasks_markdown(result: AcrossTasks, metric: str, images: dict[str, str] | None = None) -> str:
+    """The across-task part of report.md: normalisation, aggregates, probability of improvement,
+    performance profiles, the curve over training, and every task or run left out and why."""
+    from marl.report.across_tasks import PROFILE_TABLE_TAUS
+
+    images = images or {}
+    algos = [a.label for a in result.algorithms]
+    included = result.included
+    out = ["# Across tasks", "",
+           f"Each run's final `{metric}` normalised per task: (final − low) / (high − low), *low* the return of a "
+           "uniform-random policy on the task (measured by the report, or `--bounds`), *high* the best evaluation "
+           "that any compared run reached on it (or `--bounds`). 0 is random, 1 the best run; below 0 is worse "
+           "than random. Aggregates are over all runs of all tasks in the aggregate, with 95% stratified-bootstrap "
+           "confidence intervals (rliable; runs resampled within each task). docs/report.md says what each "
+           "number means and what it cannot say with few tasks or seeds.", ""]
+    tasks_line = ", ".join(t.label for t in included) or "none"
+    runs_line = ", ".join(f"{a} {n}" for a, n in result.runs_per_task.items())
+    out += [f"Tasks in the aggregate ({len(included)}): {tasks_line}." + (f" Runs per task: {runs_line}." if runs_line
+                                                                            else ""), ""]
+    out += ["## Normalisation", "",
+            "Per task: the bounds and each algorithm's normalised final score, mean over its runs.", "",
+            "| task | low | high | " + " | ".join(algos) + " | in the aggregate |",
+            "|---|---|---|" + "---|" * len(algos) + "---|"]
+    for task in result.tasks:
+        b = task.bounds
+        low = "—" if b is None else f"{fmt(b.low)} ({b.low_source})"
+        high = "—" if b is None else f"{fmt(b.high)} ({b.high_source})"
+        cells = [fmt(float(np.mean(task.normalised[a]))) if a in task.normalised else "—" for a in algos]
+        out.append(f"| {task.label} | {low} | {high} | " + " | ".join(cells)
+                   + f" | {'yes' if task.excluded is None else 'no (below)'} |")
+    out.append("")
+    if result.aggregates:
+        order = sorted(result.aggregates, key=lambda a: -result.aggregates[a]["iqm"].value)
+        out += ["## Aggregate normalised final score", "",
+                "| algorithm | runs × tasks | IQM [95% CI] | mean [95% CI] | median [95% CI] "
+                "| optimality gap [95% CI] |", "|---|---|---|---|---|---|"]
+        for a in order:
+            e = result.aggregates[a]
+            out.append(f"| {a} | {result.runs_per_task[a]} × {len(included)} | {fmt_estimate(e['iqm'])} "
+                       f"| {fmt_estimate(e['mean'])} | {fmt_estimate(e['median'])} "
+                       f"| {fmt_estimate(e['optimality_gap'])} |")
+        out.append("")
+        if "aggregate_intervals" in images:
+            out += [f"![aggregate scores]({images['aggregate_intervals']})", ""]
+    if result.improvement:
+        out += ["## Probability of improvement", "",
+                "P(X > Y): the probability that a run of X on a task, drawn at random, scores above a run of Y on "
+                "the same task (ties count half), averaged over the tasks.", "",
+                "| X | Y | P(X > Y) [95% CI] |", "|---|---|---|"]
+        out += [f"| {x} | {y} | {fmt_estimate(e)} |" for x, y, e in result.improvement] + [""]
+        if "probability_of_improvement" in images:
+            out += [f"![probability of improvement]({images['probability_of_improvement']})", ""]
+    elif result.aggregates:
+        out += ["## Probability of improvement", "", "Needs two algorithms; one is compared.", ""]
+    if result.profiles:
+        idx = [int(np.argmin(np.abs(result.taus - t))) for t in PROFILE_TABLE_TAUS]
+        out += ["## Performance profiles", "",
+                "The fraction of runs (over all tasks in the aggregate) whose normalised final score is above τ.", "",
+                "| algorithm | " + " | ".join(f"τ = {t:g}" for t in PROFILE_TABLE_TAUS) + " |",
+                "|---|" + "---|" * len(idx)]
+        for a, (value, low, high) in result.profiles.items():
+            out.append(f"| {a} | " + " | ".join(fmt_estimate(Estimate(float(value[i]), float(low[i]), float(high[i])))
+                                                for i in idx) + " |")
+        out.append("")
+        if "performance_profiles" in images:
+            out += [f"![performance profiles]({images['performance_profiles']})", ""]
+    if result.curves:
+        steps = int(next(iter(result.curves.values())).steps[-1])
+        out += ["## Over training", "",
+                "Aggregate IQM of the normalised evaluations against env steps (each run's evaluations "
+                "interpolated onto the evaluation steps that every run of every task reached), up to "
+                f"{steps} env steps.", ""]
+        if "aggregate_curves" in images:
+            out += [f"![aggregate IQM over training]({images['aggregate_curves']})", ""]
+    left_out = [t for t in result.tasks if t.excluded is not None]
+    if left_out or result.notes:
+        out += ["## Left out, and what to know", ""]
+        out += [f"- task {t.label}: not in the aggregate: {t.excluded}" for t in left_out]
+        out += [f"- {note}" for note in result.notes] + [""]
+    out += ["## Algorithms", "", "Matched across tasks by these settings (what separates the experiments of a task):",
+            ""]
+    out += [f"- {a.label}: {a.settings or 'no other setting differs'}" for a in result.algorithms] + [""]
     return "\n".join(out)

@@ -29,11 +29,22 @@ def _rliable() -> tuple[Any, Any]:
 
 
 def _interval_estimates(score_dict: dict[str, np.ndarray], func: Any, reps: int, seed: int) -> tuple[dict, dict]:
+    """rliable's ``get_interval_estimates``, reproducible for a given ``seed``.
+
+    rliable's stratified bootstraps draw their resampling indices from numpy's *global* RNG
+    (``np.random.choice`` in ``StratifiedBootstrap.update_indices``; rliable 1.x), not from the
+    ``random_state`` they are given, so the global RNG is seeded here for the call and restored after.
+    """
     library, _ = _rliable()
-    with warnings.catch_warnings():  # arch warns that rliable passes a RandomState the old way
-        warnings.simplefilter("ignore", FutureWarning)
-        return library.get_interval_estimates(score_dict, func, reps=reps, confidence_interval_size=0.95,
-                                              random_state=np.random.RandomState(seed))
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():  # arch warns that rliable passes a RandomState the old way
+            warnings.simplefilter("ignore", FutureWarning)
+            return library.get_interval_estimates(score_dict, func, reps=reps, confidence_interval_size=0.95,
+                                                  random_state=np.random.RandomState(seed))
+    finally:
+        np.random.set_state(saved)
 
 
 def mean_and_iqm(scores: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) -> dict[str, dict[str, Estimate]]:
