@@ -308,6 +308,7 @@ class RunStatus:
 
     state: str
     reason: str = ""
+    env_steps: int | None = None  # where a failed run stopped, when it recorded it
 
 
 def status(run_dir: Path, records: list[dict[str, Any]] | None = None, running: bool | None = None) -> RunStatus:
@@ -322,10 +323,9 @@ def status(run_dir: Path, records: list[dict[str, Any]] | None = None, running: 
     failure = next((r for r in reversed(records) if r.get("status") == FAILED), None)
     saved = read_json(run_dir / STATUS_FILE)
     if saved is not None and saved.get("status") == FAILED:
-        return RunStatus(FAILED, f"{saved.get('error', 'error')}: {saved.get('reason', '')}")
+        return RunStatus(FAILED, f"{saved.get('error', 'error')}: {saved.get('reason', '')}", saved.get("env_steps"))
     if failure is not None:
-        return RunStatus(FAILED, f"failed at {failure.get('env_steps', '?')} env_steps: "
-                                 f"{failure.get('reason', 'no reason recorded')}")
+        return RunStatus(FAILED, str(failure.get("reason", "no reason recorded")), failure.get("env_steps"))
     if is_finished(records):
         return RunStatus(FINISHED)
     if lock_held(run_dir) if running is None else running:
@@ -361,6 +361,17 @@ def discover(root: Path) -> tuple[list[Path], list[Path]]:
             continue
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
     return sorted(sweeps), sorted(runs)
+
+
+def by_sweep(sweeps: list[Path], runs: list[Path]) -> tuple[dict[Path, list[Path]], list[Path]]:
+    """Each sweep's run folders (a run belongs to the innermost sweep folder above it), and the runs
+    of no sweep."""
+    owned: dict[Path, list[Path]] = {s: [] for s in sweeps}
+    loose = []
+    for run in runs:
+        owner = max((s for s in sweeps if run.is_relative_to(s)), key=lambda s: len(s.parts), default=None)
+        (owned[owner] if owner is not None else loose).append(run)
+    return owned, loose
 
 
 def expected_jobs(sweep_dir: Path) -> list[list[str]]:
