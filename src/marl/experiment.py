@@ -26,11 +26,12 @@ from marl.config import Unit, flatten, validate, with_schema_defaults
 from marl.envs.base import EnvSpec, derive_seeds
 from marl.errors import ConfigError, NonFiniteError
 from marl.learner import Learner
-from marl.logger import ConsoleSink, JsonlSink, Logger, Sink, WandbSink
+from marl.logger import ConsoleSink, Logger, Sink, WandbSink
 from marl.policy import Policy
 from marl.registry import BUFFERS, ENVS, MIXERS
 from marl.runlock import RunLock
-from marl.run_folder import CHECKPOINT_FILE, CONFIG_FILE, ERROR_LOG, METRICS_FILE, SEEDS_FILE, SPEC_FILE, STATUS_FILE
+from marl.run_folder import (CHECKPOINT_FILE, CONFIG_FILE, ERROR_LOG, METRICS_FILE, SEEDS_FILE, SPEC_FILE,  # noqa: F401
+                             STATUS_FILE, JsonlSink)
 from marl.runner import Runner, evaluate
 
 
