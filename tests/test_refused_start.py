@@ -115,3 +115,17 @@ def test_a_refused_start_leaves_the_lock_file_and_the_next_start_resumes(run_dir
     finally:
         experiment.close()
 
+
+
+def test_a_refused_start_in_a_new_folder_still_names_its_job(tmp_path):
+    """A new folder has nothing to keep: Hydra's record is written at once, so the report (and the
+    viewer) list the job as failed before training rather than lose it."""
+    from marl.report.runs import find_runs
+
+    run_dir = tmp_path / "new"
+    done = launch(run_dir, *ARGS, "t_max=600", "learner.lr=-1")
+    assert done.returncode == 2, done.stderr
+    assert "Config error: learner.lr" in done.stderr
+    assert (run_dir / ".hydra" / "overrides.yaml").is_file() and not (run_dir / "config.yaml").exists()
+    (run,), missing = find_runs([run_dir])
+    assert run.problem.startswith("failed before training started") and not missing
