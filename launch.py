@@ -73,16 +73,37 @@ def main(cfg: DictConfig) -> float | None:
         return train(cfg, run_dir, multirun)
 
 
-def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float | None:
-    from marl import experiment, preemption
+def save_hydra_record(cfg: DictConfig) -> None:
+    """Hydra's record of this job (``.hydra/``) in its output folder. ``hydra.output_subdir: null``
+    (conf/config.yaml) stops Hydra writing it before the job runs: a refused start must leave the
+    record of the run already in the folder as it was."""
+    from hydra.core.hydra_config import HydraConfig
 
+    from marl.run_folder import write_hydra_files
+
+    record = HydraConfig.instance().cfg
+    write_hydra_files(Path(record.hydra.runtime.output_dir), cfg, record, record.hydra.overrides.task)
+
+
+def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from marl import experiment, preemption, run_folder
+
+    record = lambda: save_hydra_record(cfg)  # noqa: E731
+    if not (Path(HydraConfig.get().runtime.output_dir) / run_folder.HYDRA_DIR).exists():
+        record()  # a new folder: nothing to keep, and the viewer and the report see the job at once
     try:
         with preemption.preemptible():  # USR2/SIGTERM: checkpoint, then stop (or requeue on SLURM)
-            result = experiment.run(cfg) if not cfg.vector_group else vector_group(cfg)
+            if cfg.vector_group:
+                record()
+                result = vector_group(cfg)
+            else:
+                result = experiment.run(cfg, on_start=record)  # written once the start is accepted
     except ConfigError as exc:
         print(f"Config error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except RunFolderError as exc:  # the folder is someone else's, or its checkpoint unreadable: untouched
+    except RunFolderError as exc:  # the folder is someone else's, or its checkpoint unreadable: unchanged
         print(f"Cannot start the run: {exc}", file=sys.stderr)
         sys.exit(2)
     except preemption.Preempted as exc:
@@ -92,11 +113,11 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float | None:
             sys.exit(PREEMPTED_EXIT_CODE)
         raise
     except Exception as exc:  # training failed (diverged, disk full, ...) or a bug: one readable message
-        if not isinstance(exc, RunFailed) and run_dir.is_dir() and not (run_dir / experiment.STATUS_FILE).exists():
-            experiment.record_failure(run_dir, exc)  # failed before training: nothing recorded it yet
+        if not isinstance(exc, RunFailed) and run_dir.is_dir() and not (run_dir / run_folder.STATUS_FILE).exists():
+            run_folder.record_failure(run_dir, exc)  # failed before training: nothing recorded it yet
         print(f"Run failed [{experiment.run_label(cfg)}]: {type(exc).__name__}: {exc}\n"
-              f"  Recorded as failed in {run_dir / experiment.STATUS_FILE}; traceback in "
-              f"{run_dir / experiment.ERROR_LOG}.", file=sys.stderr, flush=True)
+              f"  Recorded as failed in {run_dir / run_folder.STATUS_FILE}; traceback in "
+              f"{run_dir / run_folder.ERROR_LOG}.", file=sys.stderr, flush=True)
         if multirun:
             return None  # the other runs of the sweep go on; its summary counts the failures
         sys.exit(1)

@@ -12,7 +12,6 @@ Exits non-zero when either fails. Throughput on the GPU: ``benchmarks/throughput
 from __future__ import annotations
 
 import copy
-import json
 import subprocess
 import sys
 import tempfile
@@ -63,10 +62,12 @@ def same_update_on_cpu_and_cuda(mixer: str) -> float:
 
 
 def two_step_on_auto_device() -> float:
+    from marl.run_folder import METRICS_FILE, read_records
+
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, "launch.py", "preset=two_step_paper", "mixer=qmix", "seed=0", "device=auto",
                         f"run_dir={tmp}/run", "logger.wandb.mode=disabled"], cwd=ROOT, check=True)
-        records = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+        records = read_records(Path(tmp) / "run" / METRICS_FILE)
         return [r["eval/return_mean"] for r in records if "eval/return_mean" in r][-1]
 
 

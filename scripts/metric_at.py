@@ -13,20 +13,14 @@ run logged along the way, for figures such as "Q_tot at 10k steps" in docs/resul
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Any
+
+from marl.run_folder import METRICS_FILE, read_records
 
 
 def records(run_dir: Path, metric: str) -> list[tuple[int, float]]:
     """``(env_steps, value)`` of every record of ``run_dir`` that holds ``metric``."""
-    out = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        if line.strip():
-            r: dict[str, Any] = json.loads(line)
-            if metric in r:
-                out.append((int(r["env_steps"]), float(r[metric])))
-    return out
+    return [(int(r["env_steps"]), float(r[metric])) for r in read_records(run_dir / METRICS_FILE) if metric in r]
 
 
 def main() -> None:
@@ -38,7 +32,7 @@ def main() -> None:
     parser.add_argument("--first-reaching", type=float, help="first env step with a value at or above this")
     args = parser.parse_args()
     steps = [int(s) for s in args.at.split(",") if s]
-    runs = sorted(p.parent for p in args.path.glob("*/metrics.jsonl"))
+    runs = sorted(p.parent for p in args.path.glob(f"*/{METRICS_FILE}"))
     if not runs:
         raise SystemExit(f"no run folder with a metrics.jsonl under {args.path}")
     for run_dir in runs:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import os
 import shlex
 import sys
@@ -57,16 +56,16 @@ def job_console(run_dir: Path) -> Iterator[None]:
 
 
 def run_counts(sweep_dir: Path) -> tuple[str, list[tuple[Path, str]]]:
-    """``"6 run(s): 5 finished, 1 failed"`` for the sweep (as :mod:`marl.watch` sees it), and the failed
-    runs that have no ``status.json`` (e.g. a SLURM job cancelled), with their reason."""
+    """``"6 run(s): 5 finished, 1 failed"`` for the sweep (as :mod:`marl.watch` sees it, whose jobs and
+    folders match as :mod:`marl.report`'s do), and its failed runs with their reason (the viewer also
+    calls a run failed whose process or SLURM job ended without a final record or a checkpoint)."""
     from marl.watch.state import Watcher
 
     runs = [r for sweep in Watcher([sweep_dir]).scan() for r in sweep.runs]
     order = ("finished", "failed", "preempted", "running", "stalled", "queued")
     counts = [f"{sum(r.status == s for r in runs)} {s}" for s in order
               if s in ("finished", "failed") or any(r.status == s for r in runs)]
-    others = [(r.path, r.reason) for r in runs if r.status == "failed" and r.path is not None
-              and not (r.path / "status.json").is_file()]
+    others = [(r.path, r.reason) for r in runs if r.status == "failed" and r.path is not None]
     return f"{len(runs)} run(s): " + ", ".join(counts), others
 
 
@@ -78,7 +77,9 @@ def sweep_summary(sweep_dir: Path) -> str:
     try:
         counts, others = run_counts(sweep_dir)
         lines.append(counts)
-        failed += [(path, reason if len(reason) <= 160 else reason[:157] + "...") for path, reason in others]
+        known = {path for path, _ in failed}
+        failed += [(path, reason if len(reason) <= 160 else reason[:157] + "...") for path, reason in others
+                   if path not in known]
     except Exception as exc:  # the count must never hide the folder and the report command
         lines.append(f"(could not count the runs: {type(exc).__name__}: {exc})")
     if failed:
@@ -94,16 +95,14 @@ def sweep_summary(sweep_dir: Path) -> str:
 
 
 def failed_runs(sweep_dir: Path) -> list[tuple[Path, str]]:
-    """Run folders under ``sweep_dir`` whose ``status.json`` says they failed, with a short reason."""
+    """Run folders under ``sweep_dir`` that failed (:func:`marl.run_folder.status`), with a short reason."""
+    from marl import run_folder
+
     out = []
-    for status_file in sorted(sweep_dir.glob("**/status.json")):
-        try:
-            status = json.loads(status_file.read_text())
-        except (OSError, ValueError):
-            continue
-        if status.get("status") == "failed":
-            reason = f"{status.get('error', 'error')}: {status.get('reason', '')}"
-            out.append((status_file.parent, reason if len(reason) <= 160 else reason[:157] + "..."))
+    for run_dir in run_folder.discover(sweep_dir)[1]:
+        status = run_folder.status(run_dir)
+        if status.state == run_folder.FAILED:
+            out.append((run_dir, status.reason if len(status.reason) <= 160 else status.reason[:157] + "..."))
     return out
 
 

@@ -25,9 +25,7 @@ import torch
 
 from marl.envs.base import TimeStep
 from marl.errors import WriteError, RunFolderError
-
-CHECKPOINT_FILE = "checkpoint.pt"
-PREVIOUS_FILE = "checkpoint.prev.pt"
+from marl.run_folder import CHECKPOINT_FILE, PREVIOUS_FILE, free_space
 
 # What a checkpoint may contain beyond tensors and plain containers.
 _np_core = getattr(np, "_core", None) or np.core  # numpy 2 renamed np.core
@@ -37,13 +35,6 @@ SAFE_GLOBALS: list[Any] = [TimeStep, np.ndarray, np.dtype, _np_core.multiarray._
 
 def previous_path(path: Path) -> Path:
     return path.with_name(PREVIOUS_FILE) if path.name == CHECKPOINT_FILE else path.with_name(path.name + ".prev")
-
-
-def free_space(path: Path) -> str:
-    try:
-        return f"{shutil.disk_usage(path).free / 2**20:.1f} MiB free there"
-    except OSError:
-        return "free space unknown"
 
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:

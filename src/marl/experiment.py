@@ -6,10 +6,10 @@ number of gradient steps per collected episode does not depend on ``num_envs``.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import sys
 import time
-import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +19,20 @@ from omegaconf import DictConfig, OmegaConf
 from marl import preemption
 from marl.allocator import keep_freed_memory
 from marl.buffers import Episodes
-from marl.checkpoint import CHECKPOINT_FILE, load_latest, rng_state, save_atomic, seed_everything, set_rng_state
+from marl import run_folder
+from marl.checkpoint import load_latest, rng_state, save_atomic, seed_everything, set_rng_state
 from marl.clock import Clock, Every, LinearSchedule
 from marl.config import Unit, flatten, validate, with_schema_defaults
 from marl.envs.base import EnvSpec, derive_seeds
 from marl.errors import ConfigError, NonFiniteError
 from marl.learner import Learner
-from marl.logger import METRICS_FILE, ConsoleSink, JsonlSink, Logger, Sink, WandbSink
+from marl.logger import ConsoleSink, Logger, Sink, WandbSink
 from marl.policy import Policy
 from marl.registry import BUFFERS, ENVS, MIXERS
 from marl.runlock import RunLock
+from marl.run_folder import (CHECKPOINT_FILE, CONFIG_FILE, ERROR_LOG, METRICS_FILE, SEEDS_FILE, SPEC_FILE,  # noqa: F401
+                             STATUS_FILE, JsonlSink)
 from marl.runner import Runner, evaluate
-
-CONFIG_FILE = "config.yaml"
-SEEDS_FILE = "seeds.json"
-STATUS_FILE = "status.json"  # written when a run fails: {"status": "failed", "reason": ..., clocks}
-ERROR_LOG = "error.log"      # the traceback of that failure, for debugging
 
 
 def resolve_device(name: str) -> torch.device:
@@ -73,48 +71,40 @@ class AlreadyFinished(Exception):
         self.result = result
 
 
-def finished_result(metrics_file: Path) -> dict[str, float] | None:
-    """The last evaluation of a run whose ``metrics.jsonl`` has its final record, else None."""
-    if not metrics_file.is_file():
-        return None
-    records = []
-    for line in metrics_file.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue  # a torn last line
-    if not any("final" in r for r in records):
-        return None
-    evals = [r for r in records if "eval/return_mean" in r]
-    return {k: v for k, v in evals[-1].items() if k.startswith("eval/")} if evals else {}
-
-
 class Experiment:
     """All components of one run, built from its config. ``train`` runs it to ``t_max``.
 
-    Construction has three phases: open the run folder (take its lock before anything in it is
-    read or written), build the components, then restore the newest readable checkpoint or start.
+    Construction refuses before it writes: validate the config, take the run folder's lock, choose
+    the checkpoint, check that it may be resumed, build the components (which checks what they
+    need of the env); only then, the start accepted, write the folder's files (Hydra's through
+    ``on_start``, config.yaml, seeds.json, spec.json), open the logs and restore the checkpoint.
     :meth:`close` releases the folder; :meth:`train` calls it when it ends, however it ends.
     """
 
-    def __init__(self, cfg: DictConfig, sinks: list[Sink] | None = None, run_dir: Path | None = None) -> None:
+    def __init__(self, cfg: DictConfig, sinks: list[Sink] | None = None, run_dir: Path | None = None,
+                 on_start: Callable[[], None] | None = None) -> None:
         validate(cfg)
         self.cfg = cfg
         # run_dir: a member of a vectorised group runs in its own folder, whose config keeps the
         # standalone run's ``run_dir`` interpolation.
         self.run_dir = Path(run_dir or cfg.resume or cfg.run_dir).resolve()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.lock = RunLock(self.run_dir, cfg.faults.lock_wait_s)  # invariant 9: one writer per folder
+        # Everything that can refuse the start runs before the first byte is written, so that a
+        # refused start leaves the folder as it was (docs/architecture.md, "The data path", step 3).
+        self.lock = RunLock(self.run_dir, cfg.faults.lock_wait_s, announce=False)  # invariant 9: one writer
         try:
             state = load_latest(self.run_dir)
             reached = state is not None and state["clock"][Unit(cfg.t_max_unit).value] >= int(cfg.t_max)
-            if (state is None or reached) and (final := finished_result(self.run_dir / METRICS_FILE)) is not None:
+            if (state is None or reached) and (final := run_folder.finished_result(self.run_dir)) is not None:
                 raise AlreadyFinished(self.run_dir, final)
-            self._build(cfg)
             if state:
                 check_resumable(cfg, self.run_dir)
-            OmegaConf.save(cfg, self.run_dir / CONFIG_FILE)
-            (self.run_dir / STATUS_FILE).unlink(missing_ok=True)  # a new attempt: no longer failed
+            self._build(cfg)
+            # Accepted: from here on the run writes its folder.
+            self.lock.announce()
+            if on_start is not None:
+                on_start()
+            self._write_start_files(cfg)
             self.jsonl = JsonlSink(self.run_dir / METRICS_FILE,
                                    offset=state["logger"]["jsonl_offset"] if state else 0)
             self.logger = Logger([self.jsonl] + (sinks if sinks is not None else self._default_sinks()),
@@ -122,8 +112,18 @@ class Experiment:
             if state:
                 self._restore(state)
         except BaseException:
+            for env in (getattr(self, "env", None), getattr(self, "eval_env", None)):
+                if env is not None:
+                    env.close()  # a refusal after the envs were built (check_capabilities): no stray workers
             self.lock.release()
             raise
+
+    def _write_start_files(self, cfg: DictConfig) -> None:
+        """The run's record of itself: its config, seeds and env spec; a new attempt is no longer failed."""
+        OmegaConf.save(cfg, self.run_dir / CONFIG_FILE)
+        run_folder.write_json(self.run_dir, SEEDS_FILE, self.seeds)  # every RNG, recorded
+        run_folder.write_json(self.run_dir, SPEC_FILE, dataclasses.asdict(self.spec))
+        run_folder.clear_failure(self.run_dir)
 
     def _build(self, cfg: DictConfig) -> None:
         torch.set_num_threads(cfg.threads)
@@ -133,7 +133,6 @@ class Experiment:
         train_seed, eval_seed = derive_seeds(cfg.seed, 2, "envs")
         self.seeds = {"root": cfg.seed, "train_env": train_seed, "eval_env": eval_seed,
                       "act": cfg.seed + 1, "sample": cfg.seed + 2}
-        (self.run_dir / SEEDS_FILE).write_text(json.dumps(self.seeds, indent=1))  # every RNG, recorded
         self.env = ENVS.build(cfg.env, num_envs=cfg.num_envs, seed=train_seed)
         self.eval_env = ENVS.build(cfg.env, num_envs=min(cfg.eval.num_envs, cfg.eval.episodes), seed=eval_seed)
         spec = self.spec = self.env.spec
@@ -256,7 +255,7 @@ class Experiment:
             self.logger.log(self.clock, {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"})
         except Exception:
             pass
-        record_failure(self.run_dir, exc, self.clock.as_dict())
+        run_folder.record_failure(self.run_dir, exc, self.clock.as_dict())
 
     def _collect_and_learn(self) -> None:
         for _ in range(self.collect()):
@@ -378,27 +377,14 @@ def check_resumable(cfg: DictConfig, run_dir: Path) -> None:
                           f"only {', '.join(RESUME_MAY_CHANGE)} may change.")
 
 
-def record_failure(run_dir: Path, exc: BaseException, clock: dict[str, int] | None = None) -> None:
-    """Write ``status.json`` (what failed, where) and the traceback to ``error.log`` in ``run_dir``."""
-    status = {"status": "failed", "error": type(exc).__name__, "reason": str(exc), **(clock or {}),
-              "time": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    for name, text in ((STATUS_FILE, json.dumps(status, indent=1) + "\n"),
-                       (ERROR_LOG, "".join(traceback.format_exception(exc)))):
-        try:
-            with open(run_dir / name, "a" if name == ERROR_LOG else "w", encoding="utf-8") as f:
-                f.write(text)
-        except OSError:
-            pass
-
-
-def run(cfg: DictConfig, sinks: list[Sink] | None = None) -> dict[str, float]:
+def run(cfg: DictConfig, sinks: list[Sink] | None = None, on_start: Callable[[], None] | None = None) -> dict[str, float]:
     """Train one run in ``cfg.run_dir`` (resuming from its checkpoint if it has one).
 
     A folder that holds a finished run without a checkpoint is left as it is, so that a sweep
     relaunched over committed results trains only the runs that are missing.
     """
     try:
-        experiment = Experiment(cfg, sinks=sinks)
+        experiment = Experiment(cfg, sinks=sinks, on_start=on_start)
     except AlreadyFinished as done:
         print(done, file=sys.stderr, flush=True)
         return done.result

@@ -21,55 +21,14 @@ from typing import Any, Protocol
 
 from urllib.parse import urlsplit
 
-from marl.checkpoint import free_space
 from marl.clock import Clock
-from marl.errors import WriteError
-
-METRICS_FILE = "metrics.jsonl"
-WANDB_ID_FILE = "wandb_id.txt"
+from marl.run_folder import METRICS_FILE, WANDB_ID_FILE, JsonlSink  # noqa: F401  (the metrics.jsonl sink)
 
 
 class Sink(Protocol):
     def write(self, record: dict[str, Any]) -> None: ...
 
     def close(self) -> None: ...
-
-
-class JsonlSink:
-    """Appends one JSON object per line. ``offset`` is the byte length after the last record, which
-    a checkpoint stores so that a resumed run truncates records written after it (no duplicates)."""
-
-    def __init__(self, path: Path, offset: int | None = None) -> None:
-        self.path = path
-        if offset is not None and path.exists():
-            with open(path, "r+b") as f:
-                f.truncate(offset)
-        self.file = open(path, "a", encoding="utf-8")
-
-    @property
-    def offset(self) -> int:
-        self.file.flush()
-        return self.file.tell()
-
-    def write(self, record: dict[str, Any]) -> None:
-        try:
-            self.file.write(json.dumps(record) + "\n")
-            self.file.flush()
-        except OSError as exc:
-            raise WriteError(f"could not write {self.path}: {exc.strerror or exc} ({free_space(self.path.parent)}); "
-                             "the records and the checkpoint written before are intact: free some space, then start "
-                             "the run again in the same folder to resume it") from exc
-
-    def close(self) -> None:
-        if self.file.closed:
-            return
-        try:
-            self.file.flush()
-            os.fsync(self.file.fileno())
-        except OSError:
-            pass  # a full disk: the failure was reported when the write failed
-        finally:
-            self.file.close()
 
 
 class ConsoleSink:

@@ -21,7 +21,7 @@ import torch
 from omegaconf import OmegaConf
 
 from marl.checkpoint import CHECKPOINT_FILE, load
-from marl.experiment import CONFIG_FILE
+from marl.run_folder import CONFIG_FILE
 from marl.mixers import MixerInput, bind, mix
 from marl.policy import Policy
 from marl.registry import ENVS, MIXERS, import_all_components

@@ -1,167 +1,76 @@
 """Find run folders under sweep or run paths and read them back, including the unfinished ones.
 
-A run folder is what :mod:`marl.experiment` writes: ``config.yaml`` and ``metrics.jsonl`` (one JSON
-record per line; a run that reached ``t_max`` ends with a ``{"final": 1.0}`` record). A Hydra job
-folder (``.hydra/``) without them is a run that failed before training started. A sweep folder's
-``multirun.yaml`` says which jobs the sweep launched, so jobs without a folder at all (not started
-yet, or lost) are named too.
+The folders' format, each run's status and the rule that matches a sweep's jobs to its folders are
+:mod:`marl.run_folder`'s, shared with :mod:`marl.watch`, so the report and the live view count a
+sweep the same way. A sweep folder's ``multirun.yaml`` says which jobs the sweep launched, so jobs
+without a folder at all (not started yet, or lost) are named too.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from marl import run_folder
 from marl.report.model import Run
-from marl.wandb_naming import OVERRIDES_FILE, to_plain
-
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"
-MULTIRUN_FILE = "multirun.yaml"
-SKIP_DIRS = {".hydra", "wandb", "__pycache__"}
-
-
-def _overrides(run_dir: Path) -> list[str] | None:
-    path = run_dir / OVERRIDES_FILE
-    if not path.is_file():
-        return None
-    try:
-        return [str(o) for o in (OmegaConf.load(path) or [])]
-    except Exception:
-        return None
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl``; a torn last line (a crash mid-write) is skipped."""
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
+from marl.run_folder import CONFIG_FILE, FAILED, FINISHED, METRICS_FILE, RUNNING, read_records  # noqa: F401
+from marl.wandb_naming import to_plain
 
 
 def load_run(run_dir: Path) -> Run:
     run = Run(path=run_dir)
-    config_file, metrics_file = run_dir / CONFIG_FILE, run_dir / METRICS_FILE
-    if not config_file.is_file():
-        run.problem = "failed before training started (no config.yaml; see its Hydra log)"
+    records = read_records(run_dir / METRICS_FILE)
+    state = run_folder.status(run_dir, records)
+    if not (run_dir / CONFIG_FILE).is_file():
+        run.problem = "starting (no config.yaml yet)" if state.state == RUNNING else state.reason
+        run.failed = state.state == FAILED
         return run
     try:
-        run.config = to_plain(OmegaConf.load(config_file))
+        run.config = to_plain(OmegaConf.load(run_dir / CONFIG_FILE))
     except Exception as exc:
         run.problem = f"unreadable config.yaml ({type(exc).__name__}: {exc})"
         return run
-    if not metrics_file.is_file():
+    if not (run_dir / METRICS_FILE).is_file() and state.state != FAILED:
         run.problem = "no metrics.jsonl (failed before the first step)"
         return run
-    run.records = read_records(metrics_file)
-    run.complete = any("final" in r for r in run.records)
-    failure = next((r for r in reversed(run.records) if r.get("status") == "failed"), None)
-    if failure is not None:
-        run.complete, run.failed = False, True
-        run.problem = f"failed at {failure.get('env_steps', '?')} env_steps: {failure.get('reason', 'no reason recorded')}"
+    run.records = records
+    run.complete = state.state == FINISHED
+    run.failed = state.state == FAILED
+    if run.failed:
+        run.problem = f"failed at {state.env_steps if state.env_steps is not None else '?'} env_steps: {state.reason}"
     elif not run.complete:
         if not run.records:
             run.problem = "no metrics yet (still starting, or failed before the first record)"
         else:
             unit = str(run.config.get("t_max_unit", "env_steps"))
             done = run.records[-1].get(unit, "?")
-            run.problem = (f"no final record: stopped at {done}/{run.config.get('t_max', '?')} {unit} "
-                           "(still running, preempted or failed)")
+            why = "running" if state.state == RUNNING else "preempted, stopped or failed"
+            run.problem = f"no final record: stopped at {done}/{run.config.get('t_max', '?')} {unit} ({why})"
     return run
-
-
-def _is_run_dir(path: Path, files: set[str], dirs: set[str]) -> bool:
-    return CONFIG_FILE in files and METRICS_FILE in files or (
-        ".hydra" in dirs and (path / OVERRIDES_FILE).is_file() and MULTIRUN_FILE not in files)
-
-
-def expected_jobs(sweep_dir: Path) -> list[list[str]]:
-    """The override lists of every job that the sweep in ``sweep_dir`` launches (from multirun.yaml).
-
-    Expanded with Hydra's own override parser, as its basic sweeper does (a cartesian product of the
-    sweep values). Empty if the file cannot be read.
-    """
-    try:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        task = OmegaConf.load(sweep_dir / MULTIRUN_FILE).hydra.overrides.task
-        parsed = OverridesParser.create().parse_overrides([str(o) for o in task])
-        axes = []
-        for o in parsed:
-            key = o.get_key_element()
-            values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
-            axes.append([f"{key}={v}" for v in values])
-        return [list(combo) for combo in itertools.product(*axes)]
-    except Exception:
-        return []
-
-
-def _canonical(overrides: list[str]) -> frozenset[str]:
-    """Overrides as a set of ``key=value`` with Hydra's own formatting of the value."""
-    try:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        parsed = OverridesParser.create().parse_overrides(overrides)
-        return frozenset(f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in parsed)
-    except Exception:
-        return frozenset(overrides)
 
 
 def find_runs(paths: list[Path]) -> tuple[list[Run], list[str]]:
     """Every run folder under ``paths`` (each a sweep folder, a run folder or any folder above them),
     and the jobs that a sweep launched but that have no folder (as ``"<sweep>: <overrides>"``)."""
-    run_dirs: list[Path] = []
-    sweeps: list[Path] = []
+    run_dirs: set[Path] = set()
+    sweeps: set[Path] = set()
     for root in paths:
         root = Path(root).resolve()
         if not root.is_dir():
             raise FileNotFoundError(f"{root} is not a folder")
-        for here, dirs, files in os.walk(root):
-            here_path = Path(here)
-            if MULTIRUN_FILE in files:
-                sweeps.append(here_path)
-            if _is_run_dir(here_path, set(files), set(dirs)):
-                run_dirs.append(here_path)
-            dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
-    run_dirs = sorted(set(run_dirs))
-    runs = [load_run(d) for d in run_dirs]
+        found_sweeps, found_runs = run_folder.discover(root)
+        sweeps.update(found_sweeps)
+        run_dirs.update(found_runs)
+    runs = [load_run(d) for d in sorted(run_dirs)]
     missing = []
-    for sweep in sorted(set(sweeps)):
-        jobs = expected_jobs(sweep)
-        swept = [i for i in range(len(jobs[0]))
-                 if len({job[i] for job in jobs}) > 1] if jobs else []
-        # A job is identified by its swept values alone (as its folder name is): a run launched
-        # by an earlier command of the same sweep, with other fixed overrides, is still that job.
-        keys = {_key(jobs[0][i]) for i in swept}
-        found = {_swept(_canonical(ov), keys) for d in run_dirs
-                 if d.is_relative_to(sweep) and (ov := _overrides(d)) is not None}
-        for job in jobs:
-            if _swept(_canonical(job), keys) not in found:
-                name = ",".join(job[i] for i in swept) or ",".join(job)
-                missing.append(f"{sweep}: {name} (no run folder: not started yet, or lost)")
+    owned, _ = run_folder.by_sweep(sorted(sweeps), sorted(run_dirs))
+    for sweep, dirs in owned.items():
+        match = run_folder.match_jobs(run_folder.expected_jobs(sweep), dirs)
+        missing += [f"{sweep}: {match.name(i)} (no run folder: not started yet, or lost)" for i in match.missing]
     return runs, missing
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0]
-
-
-def _swept(overrides: frozenset[str], keys: set[str]) -> frozenset[str]:
-    """The ``key=value`` items of ``overrides`` whose key the sweep varies."""
-    return frozenset(o for o in overrides if _key(o) in keys)
 
 
 def describe(run: Run) -> str:
@@ -179,14 +88,19 @@ MPE_AGENTS = {"simple_speaker_listener": 2, "simple_reference": 2}  # fixed by t
 MPE_SPREAD_DEFAULT_N = 3  # mpe2 simple_spread_v3's default N
 
 
-def n_agents(config: dict[str, Any]) -> int:
-    """The number of agents of a run's env, read from its config alone (nothing is built or imported).
+def n_agents(config: dict[str, Any], run_dir: Path | None = None) -> int:
+    """The number of agents of a run's env: what the run wrote into its folder at start (``spec.json``,
+    :mod:`marl.run_folder`), else, for runs made before marl wrote it, read from its config alone
+    (nothing is built or imported) by the rules below, which know only these envs.
 
     Matrix games: 2. LBF: ``env.kwargs.players``, else the ``<N>p`` of ``env.key``. RWARE:
     ``env.kwargs.n_agents``, else the ``<N>ag`` of ``env.key``. MPE: simple_spread's
     ``env.kwargs.N`` (default 3), simple_speaker_listener and simple_reference 2. VMAS:
     ``env.scenario_kwargs.n_agents``. Raises ValueError for anything else.
     """
+    spec = run_folder.read_spec(run_dir) if run_dir is not None else None
+    if spec is not None and isinstance(spec.get("n_agents"), int):
+        return spec["n_agents"]
     env = config.get("env") or {}
     name, kwargs = str(env.get("name")), env.get("kwargs") or {}
     if name in MATRIX_GAMES:
@@ -207,7 +121,8 @@ def n_agents(config: dict[str, Any]) -> int:
         name = f"mpe {scenario}"
     if name == "vmas" and "n_agents" in (env.get("scenario_kwargs") or {}):
         return int(env["scenario_kwargs"]["n_agents"])
-    raise ValueError(f"the number of agents of env {name!r} is not known from its config (known: the matrix "
+    raise ValueError(f"the number of agents of env {name!r} is not known: its folder has no {run_folder.SPEC_FILE} "
+                     "(a run made before marl wrote it) and its config does not say (known from the config: the matrix "
                      "games, lbf, rware, mpe simple_spread/simple_speaker_listener/simple_reference, vmas with "
                      "env.scenario_kwargs.n_agents)")
 
@@ -222,6 +137,6 @@ def return_divisor(run: Run) -> int:
     if str(env.get("name")) in SHARED_REWARD_ENVS or str(env.get("team_reward", "sum")) == "mean":
         return 1
     try:
-        return n_agents(run.config)
+        return n_agents(run.config, run.path)
     except ValueError as exc:
         raise ValueError(f"--per-agent: {describe(run)}: {exc}") from exc

@@ -3,7 +3,8 @@
 A :class:`Watcher` scans one or more folders (a sweep folder, a run folder or any folder above
 them) and returns one :class:`SweepState` per sweep, each with a :class:`RunState` per run. The
 folders are what :mod:`marl.experiment` writes; the jobs a sweep launched come from its
-``multirun.yaml`` (:func:`marl.report.runs.expected_jobs`). The status of a run, first match wins:
+``multirun.yaml``, matched to the folders by :func:`marl.run_folder.match_jobs` (as the report
+does). A run's status refines :func:`marl.run_folder.status`; first match wins:
 
 * ``failed``: its ``metrics.jsonl`` has a ``{"status": "failed"}`` record, or its ``status.json``
   says so (with the reason), or SLURM says its job ended badly and the folder never got a final
@@ -22,25 +23,19 @@ has died on this host, and only otherwise takes a shared ``flock`` for an instan
 
 from __future__ import annotations
 
-import fcntl
 import heapq
-import json
 import os
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from omegaconf import OmegaConf
 
-from marl.report.runs import (CONFIG_FILE, METRICS_FILE, MULTIRUN_FILE, SKIP_DIRS, _canonical, _is_run_dir,
-                              _overrides, expected_jobs)
+from marl import run_folder
+from marl.run_folder import (CHECKPOINT_FILE, CONFIG_FILE, LOCK_FILE, METRICS_FILE, MULTIRUN_FILE, MetricsTail,
+                             expected_jobs, lock_held, overrides, proc_locks)
 from marl.watch import slurm
 
-LOCK_FILE = "run.lock"            # marl.runlock.LOCK_FILE
-STATUS_FILE = "status.json"       # marl.experiment.STATUS_FILE
-CHECKPOINT_FILE = "checkpoint.pt"  # marl.checkpoint.CHECKPOINT_FILE
 STALL_AFTER_S = 300.0
 ACTIVE = ("running", "stalled")
 ENDED = ("finished", "failed")
@@ -109,62 +104,12 @@ class SweepState:
 
 # --- reading a folder -----------------------------------------------------------------------------
 
-class _Tail:
-    """The records of a ``metrics.jsonl``, read incrementally; a torn last line waits for its end.
-
-    A file that shrank or whose last read line changed (a resumed run truncates to its checkpoint,
-    then appends) is read again from the start.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.records: list[dict[str, Any]] = []
-        self.offset = 0
-        self.last_line = b""
-        self.ino: int | None = None
-        self.mtime: float | None = None
-
-    def _reset(self) -> None:
-        self.records, self.offset, self.last_line = [], 0, b""
-
-    def read(self) -> list[dict[str, Any]]:
-        try:
-            st = os.stat(self.path)
-            with open(self.path, "rb") as f:
-                if st.st_ino != self.ino or st.st_size < self.offset:
-                    self._reset()
-                elif self.last_line:
-                    f.seek(self.offset - len(self.last_line))
-                    if f.read(len(self.last_line)) != self.last_line:
-                        self._reset()
-                self.ino, self.mtime = st.st_ino, st.st_mtime
-                f.seek(self.offset)
-                data = f.read()
-        except OSError:
-            self._reset()
-            self.ino = self.mtime = None
-            return self.records
-        end = data.rfind(b"\n")
-        if end < 0:
-            return self.records
-        for line in data[:end + 1].splitlines(keepends=True):
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                self.records.append(record)
-            self.last_line = line
-        self.offset += end + 1
-        return self.records
-
-
 class _Folder:
     """What is cached of one run folder between scans: its config and its records."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.tail = _Tail(path / METRICS_FILE)
+        self.tail = MetricsTail(path / METRICS_FILE)
         self.config_mtime: float | None = None
         self.t_max: float | None = None
         self.unit = "env_steps"
@@ -198,73 +143,6 @@ class _Folder:
             pass
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _proc_locks() -> set[str] | None:
-    """``major:minor:inode`` of every flock held on this machine (``/proc/locks``), None if unreadable."""
-    try:
-        text = Path("/proc/locks").read_text()
-    except OSError:
-        return None
-    held = set()
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) >= 6 and parts[1] == "FLOCK":  # waiters are listed as "N: -> FLOCK ..."
-            held.add(parts[5])
-    return held
-
-
-def _pid_gone(pid: Any) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, ValueError, TypeError, OverflowError):
-        return False
-    return False
-
-
-def lock_held(run_dir: Path, proc_locks: set[str] | None = None, probe_only: bool = False) -> bool:
-    """Whether a process holds ``run_dir/run.lock`` (a live run is there). Never leaves it taken.
-
-    ``/proc/locks`` answers without touching the lock; a holder that wrote this host and a pid that
-    no longer exists cannot hold it; else ``flock(LOCK_SH | LOCK_NB)`` on a read-only descriptor,
-    released at once, decides (shared, so that two watchers never block each other).
-    """
-    path = run_dir / LOCK_FILE
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    if not probe_only:
-        if proc_locks and f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}" in proc_locks:
-            return True
-        holder = _read_json(path) or {}
-        if holder.get("host") == socket.gethostname() and _pid_gone(holder.get("pid")):
-            return False
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
-
-
 def _segments(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """The records split per attempt: ``time`` restarts at each resume."""
     out: list[list[dict[str, Any]]] = []
@@ -294,7 +172,7 @@ def fmt_age(seconds: float) -> str:
     return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min" if seconds < 7200 else f"{seconds // 3600} h"
 
 
-def run_state(folder: _Folder, name: str, now: float, stall_after: float, proc_locks: set[str] | None,
+def run_state(folder: _Folder, name: str, now: float, stall_after: float, locks: set[str] | None,
               job: slurm.JobState | None = None) -> RunState:
     """The state of one run folder at time ``now`` (see the module docstring for the rules)."""
     path = folder.path
@@ -329,23 +207,17 @@ def run_state(folder: _Folder, name: str, now: float, stall_after: float, proc_l
             last_write = os.stat(path).st_mtime if path.exists() else now
     state.last_record_age_s = max(now - last_write, 0.0)
 
-    failure = next((r for r in reversed(records) if r.get("status") == "failed"), None)
-    status_file = _read_json(path / STATUS_FILE) if (path / STATUS_FILE).is_file() else None
-    if failure is not None or (status_file or {}).get("status") == "failed":
-        state.status = "failed"
-        if status_file and status_file.get("status") == "failed":
-            state.reason = f"{status_file.get('error', 'error')}: {status_file.get('reason', '')}"
-        else:
-            state.reason = str(failure.get("reason", "no reason recorded"))  # type: ignore[union-attr]
+    running = lock_held(path, locks) or (job is not None and job.active and job.running)
+    decided = run_folder.status(path, records, running)
+    if decided.state == run_folder.FAILED:
+        state.status, state.reason = "failed", decided.reason
         return state
-    if any("final" in r for r in records):
+    if decided.state == run_folder.FINISHED:
         state.status, state.eta_s = "finished", 0.0
         if state.total:
             state.done = max(state.done, state.total)
         return state
-
-    running = lock_held(path, proc_locks) or (job is not None and job.active and job.running)
-    if running:
+    if decided.state == run_folder.RUNNING:
         gaps = [b["time"] - a["time"] for a, b in zip(current, current[1:]) if b["time"] > a["time"]]
         limit = max(stall_after, 3 * max(gaps[-3:])) if gaps else stall_after
         if state.last_record_age_s > limit:
@@ -386,11 +258,6 @@ def run_state(folder: _Folder, name: str, now: float, stall_after: float, proc_l
 
 # --- a sweep ------------------------------------------------------------------------------------
 
-def _job_name(job: list[str], swept: list[int], index: int) -> str:
-    keys = sorted(job[i] for i in swept) if swept else job
-    return f"{index}_{','.join(keys)}"
-
-
 class Watcher:
     """Scans ``paths`` into :class:`SweepState` objects; keeps what it read between scans.
 
@@ -422,7 +289,7 @@ class Watcher:
             self.folders[path] = _Folder(path)
         folder = self.folders[path]
         if folder.overrides is None:
-            folder.overrides = _overrides(path)
+            folder.overrides = overrides(path)
         return folder
 
     def discover(self) -> list[tuple[Path, bool, list[Path]]]:
@@ -433,52 +300,32 @@ class Watcher:
             root = root.resolve()
             if not root.is_dir():
                 continue
-            found_sweeps, runs = [], []
-            for here, dirs, files in os.walk(root):
-                here_path = Path(here)
-                if MULTIRUN_FILE in files:
-                    found_sweeps.append(here_path)
-                if _is_run_dir(here_path, set(files), set(dirs)) or (
-                        LOCK_FILE in files and MULTIRUN_FILE not in files):
-                    runs.append(here_path)
-                    dirs[:] = []  # a run folder holds no other run (its wandb/ and .hydra/ are not runs)
-                    continue
-                dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
-            for sweep in found_sweeps:
-                sweeps.setdefault(sweep, [])
-            for run in runs:
-                owner = max((s for s in found_sweeps if run.is_relative_to(s)), key=lambda s: len(s.parts),
-                            default=None)
-                (sweeps[owner] if owner else loose.setdefault(root, [])).append(run)
-        out = [(s, True, sorted(r)) for s, r in sorted(sweeps.items())]
-        return out + [(root, False, sorted(r)) for root, r in sorted(loose.items())]
+            found_sweeps, runs = run_folder.discover(root)
+            owned, alone = run_folder.by_sweep(found_sweeps, runs)
+            for sweep, dirs in owned.items():
+                sweeps.setdefault(sweep, []).extend(dirs)
+            if alone:
+                loose.setdefault(root, []).extend(alone)
+        out = [(s, True, sorted(set(r))) for s, r in sorted(sweeps.items())]
+        return out + [(root, False, sorted(set(r))) for root, r in sorted(loose.items())]
 
     def scan(self, now: float | None = None) -> list[SweepState]:
         now = time.time() if now is None else now
-        proc_locks = _proc_locks()
+        locks = proc_locks()
         out = []
         for root, is_sweep, run_dirs in self.discover():
-            out.append(self._sweep(root, is_sweep, run_dirs, now, proc_locks))
+            out.append(self._sweep(root, is_sweep, run_dirs, now, locks))
         if not out:  # nothing there yet (a sweep about to start): one empty sweep per path
             out = [SweepState(root=p.resolve()) for p in self.paths]
         return out
 
     def _sweep(self, root: Path, is_sweep: bool, run_dirs: list[Path], now: float,
-               proc_locks: set[str] | None) -> SweepState:
+               locks: set[str] | None) -> SweepState:
         jobs = self._expected(root) if is_sweep else []
-        swept = [i for i in range(len(jobs[0])) if len({job[i] for job in jobs}) > 1] if jobs else []
         is_slurm = is_sweep and slurm.is_slurm_sweep(root)
         ids = slurm.job_ids(root, len(jobs)) if is_slurm else {}
-        by_job: dict[int, Path] = {}
-        extra: list[Path] = []
-        index = {_canonical(job): i for i, job in enumerate(jobs)}
-        for d in run_dirs:
-            ov = self._folder(d).overrides
-            i = index.get(_canonical(ov)) if ov is not None else None
-            if i is None or i in by_job:
-                extra.append(d)
-            else:
-                by_job[i] = d
+        match = run_folder.match_jobs(jobs, run_dirs, read_overrides=lambda d: self._folder(d).overrides)
+        by_job, extra = match.folders, match.extra
         folder_ids = {d: self._folder(d).job_id() for d in run_dirs} if is_slurm else {}
         wanted = [j for j in list(ids.values()) + list(folder_ids.values()) if j]
         queue = self.slurm.states(wanted, now) if is_slurm else {}
@@ -493,11 +340,11 @@ class Watcher:
             if i in by_job:
                 d = by_job[i]
                 job_id = folder_ids.get(d) or ids.get(i)
-                sweep.runs.append(run_state(self._folder(d), d.name, now, self.stall_after, proc_locks,
+                sweep.runs.append(run_state(self._folder(d), d.name, now, self.stall_after, locks,
                                             job_state(job_id)))
                 continue
             js = job_state(ids.get(i))
-            state = RunState(name=_job_name(job, swept, i), path=None, status="queued",
+            state = RunState(name=f"{i}_{match.name(i)}", path=None, status="queued",
                              job_id=js.job_id if js else None)
             if js is not None and js.state:
                 if js.active:
@@ -510,7 +357,7 @@ class Watcher:
             sweep.runs.append(state)
         for d in extra:
             name = str(d.relative_to(root)) if d != root else d.name
-            sweep.runs.append(run_state(self._folder(d), name, now, self.stall_after, proc_locks,
+            sweep.runs.append(run_state(self._folder(d), name, now, self.stall_after, locks,
                                         job_state(folder_ids.get(d))))
         sweep.eta_s = sweep_eta(sweep.runs)
         return sweep
