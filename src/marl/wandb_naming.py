@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 # Top-level keys that do not change what is learned: the seed (what a group averages over), paths,
 # the logging setup and where/how fast it runs.
 NOT_EXPERIMENT = ("seed", "run_dir", "resume", "logger", "device", "threads", "faults", "seeds_per_process",
-                  "vector_group")
+                  "vector_group", "render")
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 GROUP_MAX_LEN = 128  # W&B's limit on group names
 
