@@ -143,6 +143,12 @@ def test_a_folder_without_a_checkpoint_is_one_line(tiny_runs, tmp_path, capsys):
     one_line_error(capsys, str(run_dir), "has no checkpoint")
     assert evaluate.main([str(tmp_path / "nothing")]) == 2
     one_line_error(capsys, "nothing", "is not a folder")
+    # As a user sees it: one line on stderr, nothing on stdout, exit status 2.
+    proc = subprocess.run([sys.executable, "-m", "marl.evaluate", str(run_dir)], capture_output=True, text=True)
+    assert proc.returncode == 2 and not proc.stdout
+    assert proc.stderr.strip().splitlines() == [f"marl.evaluate: {run_dir} has no checkpoint "
+                                                f"({CHECKPOINT_FILE}): the run saved none yet (it writes one every "
+                                                "checkpoint.interval and at its end); nothing to evaluate"]
 
 
 def test_a_damaged_checkpoint_is_one_line_and_a_good_previous_one_is_used(tiny_runs, tmp_path, capsys):

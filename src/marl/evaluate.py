@@ -303,7 +303,7 @@ def find(paths: Sequence[Path]) -> tuple[list[Run], list[str]]:
     from marl.report.runs import find_runs
 
     runs, _ = find_runs(list(paths))
-    problems = [f"{r.path}: {r.problem}" for r in runs if r.config is None]
+    problems = [f"cannot evaluate {r.path}: {r.problem}" for r in runs if r.config is None]
     return [r for r in runs if r.config is not None], problems
 
 
@@ -326,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = evaluate_run(run, opts, n_runs=len(runs))
             write_record(result, opts)
         except (ConfigError, RunFolderError, OSError) as exc:
-            problems.append(f"{run.path}: {exc}" if str(run.path) not in str(exc) else str(exc))
+            problems.append(str(exc) if str(run.path) in str(exc) else f"cannot evaluate {run.path}: {exc}")
             continue
         results.append(result)
         for r in result.renders:
@@ -334,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if results:
         print(format_tables(results, experiment_rows(results, opts.reps)))
     for problem in problems:
-        print(f"marl.evaluate: cannot evaluate {problem}", file=sys.stderr)
+        print(f"marl.evaluate: {problem}", file=sys.stderr)
     return 2 if problems else 0
 
 

@@ -20,8 +20,10 @@ FPS = 4  # slow enough to follow the agents' moves and read the caption
 def check_path(path: Path) -> None:
     """Refuse, before anything runs, a file type this module cannot write."""
     if path.suffix.lower() not in FORMATS:
+        hint = (" (to render into the run folder, put --render after the folders or write --render gif)"
+                if path.is_dir() else "")
         raise RenderError(f"--render {path}: unknown extension {path.suffix or '(none)'!r}; "
-                          f"use one of {', '.join(FORMATS)}")
+                          f"use one of {', '.join(FORMATS)}{hint}")
     if path.suffix.lower() == ".mp4":
         try:
             import imageio_ffmpeg  # noqa: F401
