@@ -142,6 +142,17 @@ class FaultsConfig:
 
 
 @dataclass
+class RenderConfig:
+    """Render one greedy episode every ``interval`` ``unit`` into ``<run>/renders/`` and W&B (as a
+    ``wandb.Video``), to watch a run's behaviour as it learns. ``interval: 0`` (the default) never
+    renders. ``format``: gif | mp4. Not part of the experiment: a run may change it when it resumes."""
+
+    interval: int = 0
+    unit: Unit = Unit.env_steps
+    format: str = "gif"
+
+
+@dataclass
 class Config:
     """One run. ``t_max`` counts in ``t_max_unit``; ``num_envs`` envs are stepped as one batch."""
 
@@ -155,6 +166,7 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
     seed: int = 0
     t_max: int = 50_000
     t_max_unit: Unit = Unit.env_steps
@@ -217,6 +229,9 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.seed >= 0, "seed", cfg.seed, "must be a non-negative integer")
     _require(cfg.faults.lock_wait_s is None or cfg.faults.lock_wait_s >= 0, "faults.lock_wait_s",
              cfg.faults.lock_wait_s, "must be >= 0 seconds, or null (0 locally, 600 in a SLURM job)")
+    interval, fmt = OmegaConf.select(cfg, "render.interval", default=0), OmegaConf.select(cfg, "render.format", default="gif")
+    _require(interval >= 0, "render.interval", interval, "must be >= 0 (0: no renders during training)")
+    _require(fmt in ("gif", "mp4"), "render.format", fmt, "choose one of gif, mp4")
     _require(cfg.logger.wandb.init_timeout_s > 0, "logger.wandb.init_timeout_s", cfg.logger.wandb.init_timeout_s,
              "must be > 0 seconds")
 

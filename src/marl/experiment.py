@@ -159,6 +159,15 @@ class Experiment:
         self.saved_at: int | None = None  # env step of the newest checkpoint this process wrote or read
         self.window = self._empty_window()
         self.checkpoint_path = self.run_dir / CHECKPOINT_FILE
+        self.render = self._training_render(cfg)
+
+    def _training_render(self, cfg: DictConfig) -> Any:
+        """The opt-in render of one greedy episode every ``render.interval`` (marl.render.training)."""
+        if not OmegaConf.select(cfg, "render.interval", default=0):
+            return None
+        from marl.render.training import TrainingRender
+
+        return TrainingRender(cfg, self.run_dir, self.device)
 
     def close(self) -> None:
         """Flush and close the logs and envs, then release the run folder."""
@@ -215,6 +224,8 @@ class Experiment:
         if self.schedules["eval"].due(clock):
             self.logger.log(clock, evaluate(self.eval_runner, cfg.eval.episodes))
             self.evaluated_at = clock.env_steps
+        if self.render is not None and self.render.due(clock):
+            self.render(clock, self.learner.policy, self.logger.sinks)
         if self.schedules["checkpoint"].due(clock):
             self.save()
         if preemption.requested():
@@ -330,6 +341,8 @@ class Experiment:
             "logger": {"jsonl_offset": self.jsonl.offset, "time": self.logger.elapsed()},
             "seeds": self.seeds,
         }
+        if self.render is not None:  # the opt-in training render's next firing point
+            state["render"] = self.render.state_dict()
         save_atomic(state, self.checkpoint_path)
         self.saved_at = self.clock.env_steps
 
@@ -344,6 +357,8 @@ class Experiment:
         if state.get("eval_env"):
             self.eval_env.load_state_dict(state["eval_env"])
         self.evaluated_at = state.get("evaluated_at", -1)
+        if self.render is not None and state.get("render"):
+            self.render.load_state_dict(state["render"])
         set_rng_state(state["rng"], self.generators)
         self.pending_updates = state["pending_updates"]
         self.window = {**state["window"], "t0": time.time()}
@@ -354,7 +369,7 @@ class Experiment:
 
 # What a resumed run may change: where it writes, how long it runs, what it logs, where it runs.
 RESUME_MAY_CHANGE = ("run_dir", "resume", "t_max", "logger", "checkpoint", "device", "threads", "faults",
-                     "seeds_per_process", "vector_group")
+                     "seeds_per_process", "vector_group", "render")
 
 
 def check_resumable(cfg: DictConfig, run_dir: Path) -> None:

@@ -130,11 +130,12 @@ class Runner:
             self.stage = state["stage"]
 
 
-def evaluate(runner: Runner, n_episodes: int, epsilon: float = 0.0) -> dict[str, float]:
-    """Greedy returns over ``n_episodes`` episodes: rounds of one episode per env, so short
-    episodes are not over-represented. ``epsilon=1``: a uniform-random policy over the available
-    actions instead (the report's random reference return, :mod:`marl.report.random_policy`)."""
-    returns, lengths, infos = [], [], {}
+def play(runner: Runner, n_episodes: int, epsilon: float = 0.0) -> tuple[list[float], list[int], dict[str, list[float]]]:
+    """Returns, lengths and statistics of ``n_episodes`` whole episodes played from fresh resets:
+    rounds of one episode per env, so short episodes are not over-represented."""
+    returns: list[float] = []
+    lengths: list[int] = []
+    infos: dict[str, list[float]] = {}
     while len(returns) < n_episodes:
         runner.reset()
         active = torch.ones(runner.B, dtype=torch.bool)
@@ -149,8 +150,16 @@ def evaluate(runner: Runner, n_episodes: int, epsilon: float = 0.0) -> dict[str,
                 infos.setdefault(k, []).extend(v[keep].float().tolist())
             active &= ~res.finished
     n = n_episodes
-    ret = torch.tensor(returns[:n])
+    return returns[:n], lengths[:n], {k: v[:n] for k, v in infos.items()}
+
+
+def evaluate(runner: Runner, n_episodes: int, epsilon: float = 0.0) -> dict[str, float]:
+    """The returns of ``n_episodes`` episodes (:func:`play`; greedy by default) as the run logs them.
+    ``epsilon=1``: a uniform-random policy over the available actions (the report's random
+    reference return, :mod:`marl.report.random_policy`)."""
+    returns, lengths, infos = play(runner, n_episodes, epsilon)
+    ret = torch.tensor(returns)
     out = {"eval/return_mean": ret.mean().item(), "eval/return_std": ret.std(unbiased=False).item(),
-           "eval/length_mean": float(torch.tensor(lengths[:n], dtype=torch.float).mean())}
-    out.update({f"eval/{k}_mean": float(torch.tensor(v[:n]).mean()) for k, v in infos.items()})
+           "eval/length_mean": float(torch.tensor(lengths, dtype=torch.float).mean())}
+    out.update({f"eval/{k}_mean": float(torch.tensor(v).mean()) for k, v in infos.items()})
     return out

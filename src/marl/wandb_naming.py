@@ -31,7 +31,7 @@ from marl.run_folder import OVERRIDES_FILE
 # Top-level keys that do not change what is learned: the seed (what a group averages over), paths,
 # the logging setup and where/how fast it runs.
 NOT_EXPERIMENT = ("seed", "run_dir", "resume", "logger", "device", "threads", "faults", "seeds_per_process",
-                  "vector_group")
+                  "vector_group", "render")
 GROUP_MAX_LEN = 128  # W&B's limit on group names
 
 

@@ -50,13 +50,10 @@ def compare(paths: Sequence[Path], metric: str = METRIC, reps: int = 2000, seed:
     if per_agent:
         for run in usable:
             run.divisor = float(return_divisor(run))
-    by_env: dict[str, dict[str, list[Run]]] = {}
-    for run in usable:
-        by_env.setdefault(run.env_key, {}).setdefault(run.key, []).append(run)
-    env_names = env_labels({k: json.loads(k) for k in by_env})
+    by_env = group_runs(usable)
+    env_names, labels = name_groups(by_env)
     tables = []
     for env_key, groups in by_env.items():
-        labels = group_labels({k: _without_env(g[0].config) for k, g in groups.items()})
         rows = []
         for key, group in groups.items():
             done = [r for r in group if r.complete]
@@ -77,6 +74,25 @@ def compare(paths: Sequence[Path], metric: str = METRIC, reps: int = 2000, seed:
         tables.append(EnvTable(env_names[env_key], rows, divisor=max(divisors) if per_agent else None))
     tables.sort(key=lambda t: t.label)
     return Comparison(tables=tables, incomplete=incomplete, missing=missing, metric=metric, per_agent=per_agent)
+
+
+def group_runs(runs: Sequence[Run]) -> dict[str, dict[str, list[Run]]]:
+    """Runs per env (:attr:`Run.env_key`), then per experiment (:attr:`Run.key`: the config minus the seed),
+    in the order first seen. ``python -m marl.evaluate`` groups its results with it too."""
+    by_env: dict[str, dict[str, list[Run]]] = {}
+    for run in runs:
+        by_env.setdefault(run.env_key, {}).setdefault(run.key, []).append(run)
+    return by_env
+
+
+def name_groups(by_env: dict[str, dict[str, list[Run]]]) -> tuple[dict[str, str], dict[str, str]]:
+    """Readable names of :func:`group_runs`' envs and experiments: ``({env_key: label}, {key: label})``
+    (an experiment's label says what differs from the other experiments on its env)."""
+    env_names = env_labels({k: json.loads(k) for k in by_env})
+    labels: dict[str, str] = {}
+    for groups in by_env.values():
+        labels.update(group_labels({k: _without_env(g[0].config) for k, g in groups.items()}))
+    return env_names, labels
 
 
 def seed_points(run: Run, metric: str) -> dict[int, tuple[int, float]]:
