@@ -47,10 +47,8 @@ from marl.learner import Learner
 from marl.policy import Policy
 from marl.registry import ENVS, MIXERS, import_all_components
 from marl.report.model import Estimate, Run
-from marl.run_folder import CHECKPOINT_FILE, CONFIG_FILE, lock_held, proc_locks
+from marl.run_folder import CHECKPOINT_FILE, CONFIG_FILE, EVALUATIONS_DIR, EVALUATIONS_FILE, lock_held, proc_locks
 
-EVALUATIONS_DIR = "evaluations"      # everything this command writes into a run folder goes here
-RECORDS_FILE = "evaluations.jsonl"   # one JSON record per evaluation, appended
 RENDER_FORMATS = ("gif", "mp4")
 
 
@@ -200,7 +198,7 @@ def write_record(result: RunResult, opts: Options) -> Path:
               **{f"{k}_mean": float(np.mean(v)) for k, v in result.stats.items()},
               "returns": result.returns, "lengths": result.lengths,
               "renders": result.renders}
-    path = folder / RECORDS_FILE
+    path = folder / EVALUATIONS_FILE
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
     return path

@@ -52,7 +52,10 @@ WANDB_ID_FILE = "wandb_id.txt"
 HYDRA_DIR = ".hydra"
 OVERRIDES_FILE = Path(HYDRA_DIR) / "overrides.yaml"
 MULTIRUN_FILE = "multirun.yaml"  # in a sweep folder: the sweep's overrides
-SKIP_DIRS = {HYDRA_DIR, "wandb", "__pycache__"}
+EVALUATIONS_DIR = "evaluations"  # marl.evaluate's records and renders; the run's own files stay untouched
+EVALUATIONS_FILE = "evaluations.jsonl"  # in EVALUATIONS_DIR: one JSON record per evaluation, appended
+RENDERS_DIR = "renders"  # greedy episodes rendered during training (render.interval)
+SKIP_DIRS = {HYDRA_DIR, "wandb", "__pycache__", EVALUATIONS_DIR, RENDERS_DIR}
 
 FINISHED, FAILED, RUNNING, UNFINISHED = "finished", "failed", "running", "unfinished"
 

@@ -25,8 +25,8 @@ from marl.envs.base import derive_seeds
 from marl.render.recorder import build_env, record
 from marl.render.sources import frame_source
 from marl.render.video import write_video
+from marl.run_folder import RENDERS_DIR
 
-RENDERS_DIR = "renders"
 WANDB_KEY = "render/episode"
 
 
