@@ -23,13 +23,14 @@ from marl.checkpoint import CHECKPOINT_FILE, load_latest, rng_state, save_atomic
 from marl.clock import Clock, Every, LinearSchedule
 from marl.config import Unit, flatten, validate, with_schema_defaults
 from marl.envs.base import EnvSpec, derive_seeds
-from marl.errors import ConfigError, NonFiniteError
+from marl.errors import ConfigError, NonFiniteError, RunFailed, RunFolderError
 from marl.learner import Learner
 from marl.logger import METRICS_FILE, ConsoleSink, JsonlSink, Logger, Sink, WandbSink
 from marl.policy import Policy
 from marl.registry import BUFFERS, ENVS, MIXERS
 from marl.runlock import RunLock
 from marl.runner import Runner, evaluate
+from marl.wandb_naming import write_overrides
 
 CONFIG_FILE = "config.yaml"
 SEEDS_FILE = "seeds.json"
@@ -97,11 +98,13 @@ class Experiment:
     :meth:`close` releases the folder; :meth:`train` calls it when it ends, however it ends.
     """
 
-    def __init__(self, cfg: DictConfig, sinks: list[Sink] | None = None, run_dir: Path | None = None) -> None:
+    def __init__(self, cfg: DictConfig, sinks: list[Sink] | None = None, run_dir: Path | None = None,
+                 overrides: list[str] | None = None) -> None:
         validate(cfg)
         self.cfg = cfg
         # run_dir: a member of a vectorised group runs in its own folder, whose config keeps the
-        # standalone run's ``run_dir`` interpolation.
+        # standalone run's ``run_dir`` interpolation; overrides: the member's command line, which
+        # Hydra writes for a plain run (written here once the start is accepted, for W&B's name).
         self.run_dir = Path(run_dir or cfg.resume or cfg.run_dir).resolve()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.lock = RunLock(self.run_dir, cfg.faults.lock_wait_s)  # invariant 9: one writer per folder
@@ -113,6 +116,8 @@ class Experiment:
             self._build(cfg)
             if state:
                 check_resumable(cfg, self.run_dir)
+            if overrides is not None:
+                write_overrides(self.run_dir, overrides)
             OmegaConf.save(cfg, self.run_dir / CONFIG_FILE)
             (self.run_dir / STATUS_FILE).unlink(missing_ok=True)  # a new attempt: no longer failed
             self.jsonl = JsonlSink(self.run_dir / METRICS_FILE,
@@ -389,6 +394,26 @@ def record_failure(run_dir: Path, exc: BaseException, clock: dict[str, int] | No
                 f.write(text)
         except OSError:
             pass
+
+
+REFUSALS = (ConfigError, RunFolderError)  # a start refused before training: exit code 2, the folder kept
+
+
+def report_refusal(exc: ConfigError | RunFolderError) -> None:
+    """The one line a refused start prints: a plain run's (launch.py) and a seed group's member's."""
+    what = "Config error" if isinstance(exc, ConfigError) else "Cannot start the run"
+    print(f"{what}: {exc}", file=sys.stderr, flush=True)
+
+
+def report_failure(cfg: DictConfig, run_dir: Path, exc: BaseException) -> None:
+    """The two lines a failed run prints, the same for a plain run (launch.py) and a seed group's
+    member: what failed, and where its status and traceback are. A failure that the run did not
+    record itself (it failed before training) is recorded in ``run_dir`` first."""
+    if not isinstance(exc, RunFailed) and run_dir.is_dir() and not (run_dir / STATUS_FILE).exists():
+        record_failure(run_dir, exc)
+    print(f"Run failed [{run_label(cfg)}]: {type(exc).__name__}: {exc}\n"
+          f"  Recorded as failed in {run_dir / STATUS_FILE}; traceback in {run_dir / ERROR_LOG}.",
+          file=sys.stderr, flush=True)
 
 
 def run(cfg: DictConfig, sinks: list[Sink] | None = None) -> dict[str, float]:

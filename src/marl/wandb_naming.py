@@ -65,6 +65,14 @@ def experiment_key(cfg: DictConfig | Mapping[str, Any]) -> str:
     return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
+def write_overrides(run_dir: str | Path, overrides: list[str]) -> None:
+    """``overrides`` as Hydra writes them to ``<run_dir>/.hydra/overrides.yaml`` (a seed group's
+    members are not Hydra jobs of their own, and their W&B group names read this file)."""
+    path = Path(run_dir) / OVERRIDES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(list(overrides)), path)
+
+
 def _override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
