@@ -184,6 +184,30 @@ def test_a_member_whose_folder_is_held_is_refused_alone_and_the_others_train(tmp
     assert f"is in use by another process (pid {holder.pid}" in members[1]["reason"]
 
 
+def test_a_failed_member_prints_where_its_status_and_traceback_are(tmp_path, monkeypatch, capsys):
+    """A member's failure prints the plain run's two lines (launch.py): what failed, and the paths
+    of its status.json and error.log; the group's outcome file lists it as failed, with the reason."""
+    original = Experiment.sample
+
+    def poisoned(self: Experiment):
+        batch = original(self)
+        if self.cfg.seed == 1 and self.clock.grad_steps >= 5:
+            batch = {**batch, "reward": batch["reward"] * float("nan")}
+        return batch
+
+    monkeypatch.setattr(Experiment, "sample", poisoned)
+    cfg = _group(tmp_path, "g")
+    results = run_group(cfg)
+    m1 = (tmp_path / "g" / "m1").resolve()
+    err = capsys.readouterr().err
+    assert "Run failed [climbing qmix seed=1]: NonFiniteError: training diverged at env_steps=" in err
+    assert f"Recorded as failed in {m1 / 'status.json'}; traceback in {m1 / 'error.log'}." in err
+    assert "NonFiniteError" in (m1 / "error.log").read_text()
+    members = json.loads(vector_experiment.outcome_path(cfg.vector_group).read_text())["members"]
+    assert [m["outcome"] for m in members] == ["finished", "failed", "finished"]
+    assert members[1]["reason"] == f"NonFiniteError: {results[1]}" and "non-finite loss" in members[1]["reason"]
+
+
 def _stop_when_seed_0_reaches(env_steps: int, monkeypatch) -> None:
     """A stop request (as USR2 or SIGTERM sends) once member seed 0 completes env step ``env_steps``."""
     original = Experiment.after_step
