@@ -21,7 +21,7 @@ from marl.allocator import keep_freed_memory
 from marl.buffers import Episodes
 from marl.checkpoint import CHECKPOINT_FILE, load_latest, rng_state, save_atomic, seed_everything, set_rng_state
 from marl.clock import Clock, Every, LinearSchedule
-from marl.config import Unit, flatten, validate, with_schema_defaults
+from marl.config import RESUME_MAY_CHANGE, Unit, flatten, validate, with_schema_defaults
 from marl.envs.base import EnvSpec, derive_seeds
 from marl.errors import ConfigError, NonFiniteError, RunFailed, RunFolderError
 from marl.learner import Learner
@@ -356,11 +356,6 @@ class Experiment:
         self.saved_at = self.clock.env_steps
         print(f"Resuming {self.run_dir} from its checkpoint at " + ", ".join(f"{k}={v}" for k, v in
               self.clock.as_dict().items()), file=sys.stderr, flush=True)
-
-
-# What a resumed run may change: where it writes, how long it runs, what it logs, where it runs.
-RESUME_MAY_CHANGE = ("run_dir", "resume", "t_max", "logger", "checkpoint", "device", "threads", "faults",
-                     "seeds_per_process", "vector_group")
 
 
 def check_resumable(cfg: DictConfig, run_dir: Path) -> None:

@@ -26,10 +26,8 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-# Top-level keys that do not change what is learned: the seed (what a group averages over), paths,
-# the logging setup and where/how fast it runs.
-NOT_EXPERIMENT = ("seed", "run_dir", "resume", "logger", "device", "threads", "faults", "seeds_per_process",
-                  "vector_group")
+from marl.config import NOT_EXPERIMENT  # keys that do not name an experiment: config.KEY_ROLES
+
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 GROUP_MAX_LEN = 128  # W&B's limit on group names
 
