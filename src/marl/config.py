@@ -18,8 +18,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from marl.errors import ConfigError
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from marl.registry import CONF_DIR  # where compose() reads the YAML files
 
 
 class Unit(str, Enum):
