@@ -159,7 +159,7 @@ time.sleep(600)
 
 def test_a_member_whose_folder_is_held_is_refused_alone_and_the_others_train(tmp_path):
     """Another process holds member seed=1's folder: that member is refused (on the console and in
-    the group's outcome file, with the holder named), its folder is left byte for byte as it was,
+    the group file, with the holder named), its folder is left byte for byte as it was,
     and seeds 0 and 2 train to the end: the job succeeds."""
     out = tmp_path / "s"
     held = out / "1_seed=1"
@@ -179,14 +179,14 @@ def test_a_member_whose_folder_is_held_is_refused_alone_and_the_others_train(tmp
     assert {p.name: p.read_bytes() for p in held.iterdir()} == before  # no config, seeds, metrics, .hydra
     for seed in (0, 2):
         assert read_metrics(out / f"{seed}_seed={seed}")[-1].get("final") == 1.0, seed
-    members = json.loads(vector_experiment.outcome_path(out / ".groups" / "0.json").read_text())["members"]
+    members = vector_experiment.read_group(out / ".groups" / "0.json")
     assert [(m["seed"], m["outcome"]) for m in members] == [(0, "finished"), (1, "refused"), (2, "finished")]
     assert f"is in use by another process (pid {holder.pid}" in members[1]["reason"]
 
 
 def test_a_failed_member_prints_where_its_status_and_traceback_are(tmp_path, monkeypatch, capsys):
     """A member's failure prints the plain run's two lines (launch.py): what failed, and the paths
-    of its status.json and error.log; the group's outcome file lists it as failed, with the reason."""
+    of its status.json and error.log; the group file lists it as failed, with the reason."""
     original = Experiment.sample
 
     def poisoned(self: Experiment):
@@ -203,7 +203,7 @@ def test_a_failed_member_prints_where_its_status_and_traceback_are(tmp_path, mon
     assert "Run failed [climbing qmix seed=1]: NonFiniteError: training diverged at env_steps=" in err
     assert f"Recorded as failed in {m1 / 'status.json'}; traceback in {m1 / 'error.log'}." in err
     assert "NonFiniteError" in (m1 / "error.log").read_text()
-    members = json.loads(vector_experiment.outcome_path(cfg.vector_group).read_text())["members"]
+    members = vector_experiment.read_group(cfg.vector_group)
     assert [m["outcome"] for m in members] == ["finished", "failed", "finished"]
     assert members[1]["reason"] == f"NonFiniteError: {results[1]}" and "non-finite loss" in members[1]["reason"]
 

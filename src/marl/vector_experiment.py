@@ -68,15 +68,6 @@ def read_group(path: str | Path) -> list[dict[str, Any]]:
     return json.loads(Path(path).read_text())["members"]
 
 
-OUTCOME_SUFFIX = ".outcome.json"  # beside the group file: what became of each member
-
-
-def outcome_path(group_file: str | Path) -> Path:
-    """``<sweep>/.groups/<n>.outcome.json`` for the group file ``<sweep>/.groups/<n>.json``."""
-    group_file = Path(group_file)
-    return group_file.with_name(group_file.stem + OUTCOME_SUFFIX)
-
-
 def outcome(result: dict[str, float] | BaseException | None) -> dict[str, str]:
     """One member's outcome for the sweep: ``finished``, ``refused`` (it could not start: its folder
     was left as it was), ``failed`` or ``stopped`` (a stop request, or the group ended early), and why."""
@@ -96,7 +87,7 @@ def run_group(cfg: DictConfig) -> list[dict[str, float] | BaseException]:
     held by another process, a refused resume, an unreadable checkpoint) is refused alone, with the
     message a plain run prints, and the others train. Only when no member starts is the group
     refused as a whole (the first refusal is raised: ``launch.py`` exits with code 2 as for a plain
-    run). What became of each member is written to :func:`outcome_path` for the sweep.
+    run). What became of each member (:func:`outcome`) is written into the group file for the sweep.
     """
     validate(cfg)  # what every member shares: refused once, not once per member
     members_spec = read_group(cfg.vector_group)
@@ -141,15 +132,17 @@ def _start(cfg: DictConfig, spec: dict[str, Any], results: list[Any], i: int) ->
 
 
 def _write_outcome(group_file: str, members_spec: list[dict[str, Any]], results: list[Any]) -> None:
-    members = [{"seed": int(spec["seed"]), "run_dir": str(spec["run_dir"]), **outcome(r)}
+    """Each member's :func:`outcome` beside its entry in the group file (replaced whole, so a
+    reader never sees half of it; a relaunched group reads its members from it as before)."""
+    path = Path(group_file)
+    members = [{**{k: v for k, v in spec.items() if k not in ("outcome", "reason")}, **outcome(r)}  # this attempt's
                for spec, r in zip(members_spec, results)]
-    path = outcome_path(group_file)
     try:
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"members": members}, indent=1) + "\n")
+        tmp.write_text(json.dumps({**json.loads(path.read_text()), "members": members}, indent=1))
         tmp.replace(path)
-    except OSError as exc:  # the members' own folders hold their results; this is a summary
-        print(f"Could not write {path}: {exc}", file=sys.stderr, flush=True)
+    except (OSError, ValueError) as exc:  # the members' own folders hold their results; this is a summary
+        print(f"Could not record the members' outcomes in {path}: {exc}", file=sys.stderr, flush=True)
 
 
 def vectorise(group: list[Experiment]) -> VectorLearner:
