@@ -14,7 +14,6 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from marl.errors import ConfigError, RunFailed, RunFolderError
 from marl.registry import import_all_components
 
 PREEMPTED_EXIT_CODE = 3  # stopped on a signal with a checkpoint; rerun to resume
@@ -96,15 +95,11 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float | None:
     try:
         with preemption.preemptible():  # USR2/SIGTERM: checkpoint, then stop (or requeue on SLURM)
             if cfg.vector_group:
-                record()
-                result = vector_group(cfg)
+                result = vector_group(cfg)  # each member writes its own record once its start is accepted
             else:
                 result = experiment.run(cfg, on_start=record)  # written once the start is accepted
-    except ConfigError as exc:
-        print(f"Config error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except RunFolderError as exc:  # the folder is someone else's, or its checkpoint unreadable: unchanged
-        print(f"Cannot start the run: {exc}", file=sys.stderr)
+    except experiment.REFUSALS as exc:  # a bad config, or the folder is someone else's or unreadable: untouched
+        experiment.report_refusal(exc)
         sys.exit(2)
     except preemption.Preempted as exc:
         print(f"Run stopped by {preemption.requested_by() or 'a stop request'}: {exc}. Start it again in the "
@@ -113,11 +108,7 @@ def train(cfg: DictConfig, run_dir: Path, multirun: bool) -> float | None:
             sys.exit(PREEMPTED_EXIT_CODE)
         raise
     except Exception as exc:  # training failed (diverged, disk full, ...) or a bug: one readable message
-        if not isinstance(exc, RunFailed) and run_dir.is_dir() and not (run_dir / run_folder.STATUS_FILE).exists():
-            run_folder.record_failure(run_dir, exc)  # failed before training: nothing recorded it yet
-        print(f"Run failed [{experiment.run_label(cfg)}]: {type(exc).__name__}: {exc}\n"
-              f"  Recorded as failed in {run_dir / run_folder.STATUS_FILE}; traceback in "
-              f"{run_dir / run_folder.ERROR_LOG}.", file=sys.stderr, flush=True)
+        experiment.report_failure(cfg, run_dir, exc)
         if multirun:
             return None  # the other runs of the sweep go on; its summary counts the failures
         sys.exit(1)

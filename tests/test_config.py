@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from marl.config import compose
+from marl.config import CONF_DIR, KEY_ROLES, NOT_EXPERIMENT, RESUME_MAY_CHANGE, Config, KeyRole, compose, flatten
+from marl.registry import ALL, import_all_components
 
 from launch import expand_int_ranges
 
@@ -87,3 +88,60 @@ def test_bad_config_fails_fast_naming_key_value_and_allowed(override, expected, 
     assert "Traceback" not in message
     assert time.time() - start < 60
     assert not (tmp_path / "metrics.jsonl").exists() or (tmp_path / "metrics.jsonl").stat().st_size == 0
+
+
+def _leaves(node) -> dict:
+    """Dotted keys to values, enums by value, with the defaults lists left out."""
+    return {k: v for k, v in flatten(OmegaConf.to_container(node, resolve=False)).items()
+            if k.split(".")[0] != "defaults"}
+
+
+def _differences(yaml: dict, schema: dict) -> dict:
+    """Keys whose YAML value differs from the schema default (bool and number kept apart: 1 is not True)."""
+    return {k: (yaml.get(k, "<absent>"), schema.get(k, "<absent>")) for k in yaml.keys() | schema.keys()
+            if yaml.get(k, "<absent>") != schema.get(k, "<absent>")
+            or isinstance(yaml.get(k), bool) != isinstance(schema.get(k), bool)}
+
+
+# Not a default but where a Hydra job writes: ${hydra:runtime.output_dir} (the schema's "." is
+# what a config composed without Hydra's job machinery gets).
+HYDRA_ONLY = {"run_dir"}
+GROUPS = {registry.kind for registry in ALL}  # chosen in conf/config.yaml's defaults list
+
+
+def test_the_run_defaults_in_config_yaml_are_the_dataclass_defaults():
+    """conf/config.yaml (what users read and `--cfg job` prints) and marl.config.Config (what
+    types the keys and what a config saved before a key existed resumes with) hold the same
+    defaults, key by key, enums by value, nested groups included."""
+    yaml = {k: v for k, v in _leaves(OmegaConf.load(CONF_DIR / "config.yaml")).items()
+            if k.split(".")[0] != "hydra" and k not in HYDRA_ONLY}
+    schema = {k: v for k, v in _leaves(OmegaConf.structured(Config)).items()
+              if k.split(".")[0] not in GROUPS and k not in HYDRA_ONLY}
+    assert "learner.optimizer" in schema and "logger.wandb.mode" in schema  # nested groups are compared
+    assert _differences(yaml, schema) == {}
+
+
+def test_component_yaml_values_are_their_schema_defaults():
+    """Each component's YAML (conf/<kind>/<name>.yaml) sets only its schema's defaults (a name the
+    schema leaves to the YAML, ``???``, excepted): the defaults live in the component's module."""
+    import_all_components()
+    for registry in ALL:
+        for name in registry.names():
+            yaml = _leaves(OmegaConf.load(CONF_DIR / registry.kind / f"{name}.yaml"))
+            schema = _leaves(OmegaConf.structured(registry.get(name).config))
+            schema = {k: v for k, v in schema.items() if k in yaml and v != "???"}
+            yaml = {k: v for k, v in yaml.items() if k in schema}
+            assert _differences(yaml, schema) == {}, f"conf/{registry.kind}/{name}.yaml"
+
+
+def test_bookkeeping_keys_are_declared_once_and_are_run_keys():
+    """RESUME_MAY_CHANGE (experiment.check_resumable) and NOT_EXPERIMENT (W&B and report grouping)
+    both come from KEY_ROLES: the seed names no experiment but is fixed on resume; t_max and
+    checkpoint may grow on resume but name the experiment; the rest is bookkeeping for both."""
+    fields = set(Config.__dataclass_fields__)
+    assert set(KEY_ROLES) <= fields, set(KEY_ROLES) - fields
+    for key, role in KEY_ROLES.items():
+        assert (key in RESUME_MAY_CHANGE) == (role is not KeyRole.replicate), key
+        assert (key in NOT_EXPERIMENT) == (role is not KeyRole.extent), key
+    assert set(RESUME_MAY_CHANGE) | set(NOT_EXPERIMENT) == set(KEY_ROLES)
+    assert "seed" not in RESUME_MAY_CHANGE and {"t_max", "checkpoint"}.isdisjoint(NOT_EXPERIMENT)

@@ -14,7 +14,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from marl.config import Optimizer
+from marl.errors import ConfigError, NonFiniteError
 from marl.experiment import Experiment
+from marl.learner import FINITE_STATS, all_finite, check_finite, make_optimizer, non_finite
 from marl.vector_learner import VectorLearner, stack_batches
 
 from helpers import run_config
@@ -185,3 +188,63 @@ def test_padded_to_the_limit_a_members_step_does_not_depend_on_the_others(tmp_pa
         for stats in got[1:]:
             assert torch.equal(stats["loss"][0], got[0]["loss"][0]) and torch.equal(stats["grad_norm"][0],
                                                                                     got[0]["grad_norm"][0])
+
+
+@pytest.mark.parametrize("optimizer", list(Optimizer), ids=[o.value for o in Optimizer])
+def test_a_group_steps_its_members_with_the_standalone_learners_optimizer(tmp_path, optimizer):
+    """Both paths build the optimiser from one mapping (``make_optimizer``): the same torch class
+    with the same settings, for every value of ``learner.optimizer``."""
+    exps = [Experiment(run_config(tmp_path / f"s{s}", "env=climbing", f"seed={s}",
+                                  f"learner.optimizer={optimizer.value}")) for s in range(2)]
+    standalone = exps[0].learner.optimizer
+    vector = VectorLearner([exp.learner for exp in exps])
+    assert type(vector.optimizer.optimizer) is type(standalone)
+    assert vector.optimizer.optimizer.defaults == standalone.defaults
+    assert type(standalone).__name__.lower() == optimizer.value
+
+
+def test_an_unknown_optimizer_is_a_config_error_naming_the_key():
+    cfg = type("Cfg", (), {"optimizer": "sgd", "lr": 1e-3})()
+    with pytest.raises(ConfigError, match="learner.optimizer='sgd' is invalid: choose one of rmsprop, adam"):
+        make_optimizer([torch.zeros(2, requires_grad=True)], cfg)
+
+
+@pytest.mark.parametrize("key", [*FINITE_STATS, "loss_td", "loss_central"])
+def test_the_group_and_the_plain_learner_stop_on_the_same_statistics(key):
+    """A member is left out of the group's step exactly when its standalone learner would stop,
+    a mixer's extra loss terms (``loss_<name>``) included."""
+    stats = {k: torch.ones(3) for k in (*FINITE_STATS, "td_abs", "loss_td", "loss_central")}
+    stats[key] = torch.tensor([1.0, float("nan"), 1.0])
+    assert all_finite(stats).tolist() == [True, False, True]
+    for s in range(3):
+        member = {k: v[s] for k, v in stats.items()}
+        if s == 1:
+            with pytest.raises(NonFiniteError, match=f"{key}=nan"):
+                check_finite(member)
+        else:
+            check_finite(member)
+
+
+def test_a_member_whose_extra_loss_term_goes_nan_is_stopped_alone(tmp_path):
+    """Weighted QMIX's Q* agents of member 1 go NaN: its ``loss_central`` (and so its loss) is NaN
+    while its TD term stays finite. Member 1 is not stepped and its fault names the extra term;
+    members 0 and 2 are bitwise those of a clean group."""
+    case = ("env=climbing", "agent=rnn", "mixer=ow_qmix")
+    clean = VectorLearner([exp.learner for exp in _members(tmp_path / "a", *case)])
+    hurt = VectorLearner([exp.learner for exp in _members(tmp_path / "b", *case)])
+    central = [k for k in hurt.params if k.startswith("mixer.central_agents.")]
+    assert central
+    with torch.no_grad():
+        for k in central:
+            hurt.params[k][1] = float("nan")
+    for batches in _batches(_members(tmp_path / "c", *case), 4):
+        want, _ = clean.update(batches)
+        got, stepped = hurt.update(batches)
+        assert stepped.tolist() == [True, False, True]
+        assert torch.isfinite(got["loss_td"][1]) and not torch.isfinite(got["loss_central"][1])
+        assert "loss_central=nan" in str(non_finite({k: v[1] for k, v in got.items()}))
+        for s in (0, 2):
+            assert torch.equal(got["loss"][s], want["loss"][s]), f"member {s} was coupled to member 1"
+    for s in (0, 2):
+        _assert_same(hurt.member_state_dict(s), clean.member_state_dict(s))
+    assert [int(x) for x in hurt.optimizer.steps] == [4, 0, 4]

@@ -147,6 +147,67 @@ def test_a_member_that_diverges_fails_alone_and_the_others_are_untouched(tmp_pat
         assert records(tmp_path / "hurt" / f"m{s}") == records(tmp_path / "clean" / f"m{s}"), f"member {s}"
 
 
+HOLD = """
+import sys, time
+from pathlib import Path
+from marl.runlock import RunLock
+lock = RunLock(Path(sys.argv[1]))
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_member_whose_folder_is_held_is_refused_alone_and_the_others_train(tmp_path):
+    """Another process holds member seed=1's folder: that member is refused (on the console and in
+    the group file, with the holder named), its folder is left byte for byte as it was,
+    and seeds 0 and 2 train to the end: the job succeeds."""
+    out = tmp_path / "s"
+    held = out / "1_seed=1"
+    held.mkdir(parents=True)
+    (held / "mine.txt").write_text("the holder's own file\n")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(held)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = {p.name: p.read_bytes() for p in held.iterdir()}
+        done = sweep(out, *CLIMBING, "seed=0-2", "seeds_per_process=3")
+    finally:
+        holder.kill()
+        holder.wait()
+    refusal = f"Cannot start the run: run folder {held.resolve()} is in use by another process (pid {holder.pid}"
+    assert refusal in done.stderr, done.stderr[-3000:]
+    assert {p.name: p.read_bytes() for p in held.iterdir()} == before  # no config, seeds, metrics, .hydra
+    for seed in (0, 2):
+        assert read_metrics(out / f"{seed}_seed={seed}")[-1].get("final") == 1.0, seed
+    members = vector_experiment.read_group(out / ".groups" / "0.json")
+    assert [(m["seed"], m["outcome"]) for m in members] == [(0, "finished"), (1, "refused"), (2, "finished")]
+    assert f"is in use by another process (pid {holder.pid}" in members[1]["reason"]
+
+
+def test_a_failed_member_prints_where_its_status_and_traceback_are(tmp_path, monkeypatch, capsys):
+    """A member's failure prints the plain run's two lines (launch.py): what failed, and the paths
+    of its status.json and error.log; the group file lists it as failed, with the reason."""
+    original = Experiment.sample
+
+    def poisoned(self: Experiment):
+        batch = original(self)
+        if self.cfg.seed == 1 and self.clock.grad_steps >= 5:
+            batch = {**batch, "reward": batch["reward"] * float("nan")}
+        return batch
+
+    monkeypatch.setattr(Experiment, "sample", poisoned)
+    cfg = _group(tmp_path, "g")
+    results = run_group(cfg)
+    m1 = (tmp_path / "g" / "m1").resolve()
+    err = capsys.readouterr().err
+    assert "Run failed [climbing qmix seed=1]: NonFiniteError: training diverged at env_steps=" in err
+    assert f"Recorded as failed in {m1 / 'status.json'}; traceback in {m1 / 'error.log'}." in err
+    assert "NonFiniteError" in (m1 / "error.log").read_text()
+    members = vector_experiment.read_group(cfg.vector_group)
+    assert [m["outcome"] for m in members] == ["finished", "failed", "finished"]
+    assert members[1]["reason"] == f"NonFiniteError: {results[1]}" and "non-finite loss" in members[1]["reason"]
+
+
 def _stop_when_seed_0_reaches(env_steps: int, monkeypatch) -> None:
     """A stop request (as USR2 or SIGTERM sends) once member seed 0 completes env step ``env_steps``."""
     original = Experiment.after_step

@@ -11,15 +11,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from marl.errors import ConfigError
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from marl.registry import CONF_DIR  # where compose() reads the YAML files
 
 
 class Unit(str, Enum):
@@ -180,6 +178,36 @@ class Config:
 
 
 ConfigStore.instance().store(name="config_schema", node=Config)
+
+
+class KeyRole(str, Enum):
+    """What a top-level key that is not plainly part of the experiment is to a run's identity."""
+
+    replicate = "replicate"      # which repetition: not the experiment (W&B group, report row), fixed on resume
+    extent = "extent"            # how long it runs and saves: names the experiment, may grow on resume
+    bookkeeping = "bookkeeping"  # where it writes, what it logs, where and how it runs: neither
+
+
+# The one declaration of those keys (every other key is the experiment, fixed on resume). Read by
+# resume (experiment.check_resumable) and by W&B and report grouping (wandb_naming).
+KEY_ROLES: dict[str, KeyRole] = {
+    "seed": KeyRole.replicate,
+    "run_dir": KeyRole.bookkeeping,
+    "resume": KeyRole.bookkeeping,
+    "t_max": KeyRole.extent,
+    "logger": KeyRole.bookkeeping,
+    "checkpoint": KeyRole.extent,
+    "device": KeyRole.bookkeeping,
+    "threads": KeyRole.bookkeeping,
+    "faults": KeyRole.bookkeeping,
+    "seeds_per_process": KeyRole.bookkeeping,
+    "vector_group": KeyRole.bookkeeping,
+    "render": KeyRole.bookkeeping,
+}
+# What a resumed run may change: where it writes, how long it runs, what it logs, where it runs.
+RESUME_MAY_CHANGE = tuple(k for k, role in KEY_ROLES.items() if role is not KeyRole.replicate)
+# What does not name an experiment: the seed (what a group averages over), paths, logging, where it runs.
+NOT_EXPERIMENT = tuple(k for k, role in KEY_ROLES.items() if role is not KeyRole.extent)
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 DEVICES = ("auto", "cpu", "cuda")

@@ -22,9 +22,9 @@ from marl.buffers import Episodes
 from marl import run_folder
 from marl.checkpoint import load_latest, rng_state, save_atomic, seed_everything, set_rng_state
 from marl.clock import Clock, Every, LinearSchedule
-from marl.config import Unit, flatten, validate, with_schema_defaults
+from marl.config import RESUME_MAY_CHANGE, Unit, flatten, validate, with_schema_defaults
 from marl.envs.base import EnvSpec, derive_seeds
-from marl.errors import ConfigError, NonFiniteError
+from marl.errors import ConfigError, NonFiniteError, RunFailed, RunFolderError
 from marl.learner import Learner
 from marl.logger import ConsoleSink, Logger, Sink, WandbSink
 from marl.policy import Policy
@@ -86,7 +86,9 @@ class Experiment:
         validate(cfg)
         self.cfg = cfg
         # run_dir: a member of a vectorised group runs in its own folder, whose config keeps the
-        # standalone run's ``run_dir`` interpolation.
+        # standalone run's ``run_dir`` interpolation. on_start: writes the run's command-line record
+        # (Hydra's .hydra/ for a plain run, a member's overrides for a seed group) once the start is
+        # accepted, before the run's own files.
         self.run_dir = Path(run_dir or cfg.resume or cfg.run_dir).resolve()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         # Everything that can refuse the start runs before the first byte is written, so that a
@@ -367,11 +369,6 @@ class Experiment:
               self.clock.as_dict().items()), file=sys.stderr, flush=True)
 
 
-# What a resumed run may change: where it writes, how long it runs, what it logs, where it runs.
-RESUME_MAY_CHANGE = ("run_dir", "resume", "t_max", "logger", "checkpoint", "device", "threads", "faults",
-                     "seeds_per_process", "vector_group", "render")
-
-
 def check_resumable(cfg: DictConfig, run_dir: Path) -> None:
     """Refuse to resume a run with a different algorithm, env or seed than the one in its folder.
 
@@ -390,6 +387,26 @@ def check_resumable(cfg: DictConfig, run_dir: Path) -> None:
         raise ConfigError(f"resume={str(run_dir)!r}: the run in this folder was configured differently ("
                           + "; ".join(diffs) + f"). Pass the same overrides as that run (see {saved_file}); "
                           f"only {', '.join(RESUME_MAY_CHANGE)} may change.")
+
+
+REFUSALS = (ConfigError, RunFolderError)  # a start refused before training: exit code 2, the folder kept
+
+
+def report_refusal(exc: ConfigError | RunFolderError) -> None:
+    """The one line a refused start prints: a plain run's (launch.py) and a seed group's member's."""
+    what = "Config error" if isinstance(exc, ConfigError) else "Cannot start the run"
+    print(f"{what}: {exc}", file=sys.stderr, flush=True)
+
+
+def report_failure(cfg: DictConfig, run_dir: Path, exc: BaseException) -> None:
+    """The two lines a failed run prints, the same for a plain run (launch.py) and a seed group's
+    member: what failed, and where its status and traceback are. A failure that the run did not
+    record itself (it failed before training) is recorded in ``run_dir`` first."""
+    if not isinstance(exc, RunFailed) and run_dir.is_dir() and not (run_dir / run_folder.STATUS_FILE).exists():
+        run_folder.record_failure(run_dir, exc)
+    print(f"Run failed [{run_label(cfg)}]: {type(exc).__name__}: {exc}\n"
+          f"  Recorded as failed in {run_dir / run_folder.STATUS_FILE}; traceback in {run_dir / run_folder.ERROR_LOG}.",
+          file=sys.stderr, flush=True)
 
 
 def run(cfg: DictConfig, sinks: list[Sink] | None = None, on_start: Callable[[], None] | None = None) -> dict[str, float]:

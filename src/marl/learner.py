@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -31,7 +31,7 @@ from torch import nn
 
 from marl.buffers import Episodes, truncated
 from marl.config import Optimizer, TimeLimitEnd
-from marl.errors import NonFiniteError
+from marl.errors import ConfigError, NonFiniteError
 from marl.mixers import MixerInput, bind, mix
 from marl.policy import Policy
 from marl.reward_scaling import RunningMeanStd, statistics_mask
@@ -65,13 +65,25 @@ FINITE_STATS = ("loss", "grad_norm", "q_taken_mean", "target_mean")
 EXTRA_LOSS_PREFIX = "loss_"  # a mixer's own loss terms, reported as loss_<name>
 
 
+def finite_keys(stats: dict[str, torch.Tensor]) -> list[str]:
+    """The statistics that must stay finite: :data:`FINITE_STATS` and each extra loss term
+    (``loss_<name>``, a mixer's own)."""
+    return [*FINITE_STATS, *(k for k in stats if k.startswith(EXTRA_LOSS_PREFIX))]
+
+
+def all_finite(stats: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Whether every statistic of :func:`finite_keys` is finite: 0-dim for one learner, ``[S]`` for
+    a seed group's members (marl.vector_learner), so both stop on exactly the same statistics."""
+    return torch.isfinite(torch.stack([stats[k].float() for k in finite_keys(stats)])).all(dim=0)
+
+
 def non_finite(stats: dict[str, torch.Tensor]) -> NonFiniteError | None:
-    """The error naming each of :data:`FINITE_STATS` and each extra loss term (``loss_<name>``, a
-    mixer's own) that is NaN or infinite, or None when all are finite."""
-    keys = [*FINITE_STATS, *(k for k in stats if k.startswith(EXTRA_LOSS_PREFIX))]
-    values = torch.stack([stats[k].float() for k in keys])
-    if bool(torch.isfinite(values).all()):
+    """The error naming each statistic of :func:`finite_keys` that is NaN or infinite, or None
+    when all are finite."""
+    if bool(all_finite(stats)):
         return None
+    keys = finite_keys(stats)
+    values = torch.stack([stats[k].float() for k in keys])
     bad = ", ".join(f"{k}={v:g}" for k, v in zip(keys, values.tolist()) if not math.isfinite(v))
     return NonFiniteError(f"non-finite {bad}")
 
@@ -88,6 +100,25 @@ def check_finite(stats: dict[str, torch.Tensor]) -> None:
         raise error
 
 
+# The update each ``learner.optimizer`` value names: the one mapping for a standalone learner and
+# for every member of a seed group (marl.member_optim), so the two can never pick differently.
+OPTIMIZERS: dict[Optimizer, Callable[[list[torch.Tensor], Any], torch.optim.Optimizer]] = {
+    Optimizer.rmsprop: lambda params, cfg: torch.optim.RMSprop(
+        params, lr=cfg.lr, alpha=cfg.rmsprop_alpha, eps=cfg.optim_eps, foreach=True),
+    Optimizer.adam: lambda params, cfg: torch.optim.Adam(params, lr=cfg.lr, eps=cfg.optim_eps, foreach=True),
+}
+
+
+def make_optimizer(params: list[torch.Tensor], cfg: Any) -> torch.optim.Optimizer:
+    """The torch optimiser that ``cfg.optimizer`` (``learner.optimizer``) names, over ``params``."""
+    kind = getattr(cfg.optimizer, "value", cfg.optimizer)
+    build = next((f for o, f in OPTIMIZERS.items() if o.value == kind), None)
+    if build is None:
+        raise ConfigError(f"learner.optimizer={kind!r} is invalid: choose one of "
+                          f"{', '.join(o.value for o in OPTIMIZERS)}")
+    return build(params, cfg)
+
+
 class Learner:
     def __init__(self, policy: Policy, mixer: nn.Module, cfg: Any, device: torch.device,
                  check_finite: bool = True) -> None:
@@ -100,11 +131,7 @@ class Learner:
         self.target_policy = copy.deepcopy(self.policy).requires_grad_(False)
         self.target_mixer = copy.deepcopy(self.mixer).requires_grad_(False)
         self.params = list(self.policy.parameters()) + list(self.mixer.parameters())
-        if Optimizer(cfg.optimizer) is Optimizer.rmsprop:
-            self.optimizer: torch.optim.Optimizer = torch.optim.RMSprop(
-                self.params, lr=cfg.lr, alpha=cfg.rmsprop_alpha, eps=cfg.optim_eps, foreach=True)
-        else:
-            self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=cfg.optim_eps, foreach=True)
+        self.optimizer = make_optimizer(self.params, cfg)
         self.device = device
         self.time_limit_is_terminal = TimeLimitEnd(cfg.time_limit_end) is TimeLimitEnd.terminal
         # EPyMARL's reward standardisation (marl.reward_scaling): one statistic of the team reward.

@@ -3,7 +3,8 @@
 Adding a component is one module with a ``@REGISTRY.register(name, config=...)`` decorator plus
 one YAML file in the matching ``conf/<kind>/`` group. The decorator also stores the component's
 typed config dataclass in Hydra's ConfigStore as ``<kind>/<name>_schema`` so that the YAML file can
-list it in its defaults and get type checking for free.
+list it in its defaults and get type checking for free. A preset that picks a config per mixer
+falls back to its folder's ``default.yaml`` for a mixer without one (:func:`store_preset_defaults`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Generic, TypeVar
 
 from hydra.core.config_store import ConfigStore
@@ -18,6 +20,7 @@ from hydra.core.config_store import ConfigStore
 from marl.errors import ConfigError
 
 T = TypeVar("T")
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # every component's and preset's YAML
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,28 @@ ENVS: Registry[Any] = Registry("env", "marl.envs")
 ALL = (AGENTS, MIXERS, BUFFERS, ENVS)
 
 
+def store_preset_defaults() -> None:
+    """Give every registered mixer a config in each folder from which a preset picks one per mixer.
+
+    A preset may choose a group's config by mixer, from ``conf/<group>/<preset>/`` (preset/epymarl.yaml:
+    ``override /agent: epymarl/${mixer}``). A mixer without its own file there gets that folder's
+    ``default.yaml``, stored in Hydra's ConfigStore under the mixer's name: a new mixer is one
+    module and one YAML under every preset, instead of Hydra's MissingConfigException under some.
+    """
+    store = ConfigStore.instance()
+    for default in sorted(CONF_DIR.glob("*/*/default.yaml")):
+        folder = default.parent
+        if not (CONF_DIR / "preset" / f"{folder.name}.yaml").is_file():
+            continue  # not a preset's folder
+        group = f"{folder.parent.name}/{folder.name}"
+        for mixer in MIXERS.names():
+            if not (folder / f"{mixer}.yaml").is_file():
+                store.store(group=group, name=mixer, package=folder.parent.name,
+                            node={"defaults": [f"/{group}/default@_here_", "_self_"]})
+
+
 def import_all_components() -> None:
+    """Register every component (and its config under every preset: :func:`store_preset_defaults`)."""
     for registry in ALL:
         registry.import_all()
+    store_preset_defaults()

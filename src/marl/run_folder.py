@@ -230,6 +230,15 @@ def write_hydra_files(directory: Path, config: Any, hydra: Any, overrides: Any) 
         (out / name).write_text(OmegaConf.to_yaml(value), encoding="utf-8")
 
 
+def write_overrides(run_dir: Path, overrides: list[str]) -> None:
+    """``overrides`` as Hydra writes them to ``<run_dir>/.hydra/overrides.yaml``: a seed group's
+    members are not Hydra jobs of their own, and their W&B group names and the sweep's job
+    matching read this file."""
+    path = Path(run_dir) / OVERRIDES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(list(overrides)), path)
+
+
 def overrides(run_dir: Path) -> list[str] | None:
     """The overrides of the job in ``run_dir`` (``.hydra/overrides.yaml``), None if unreadable."""
     path = Path(run_dir) / OVERRIDES_FILE

@@ -8,27 +8,29 @@ its gradient steps are taken by one :class:`~marl.vector_learner.VectorLearner` 
 at once. The loop is the standalone loop, interleaved: every member collects one step (one policy call
 acts for all); a member with gradient steps due waits, parked, until every member has some due,
 and then they are taken in full rounds (:func:`collect_and_learn`); then each member that
-completed a step runs its own schedules. A member that fails is recorded as failed in its own folder
-and the others go on; a stop request checkpoints every member.
+completed a step runs its own schedules. A member that cannot start (its folder held by another
+process, a refused resume) is refused alone, its folder untouched; a member that fails is recorded
+as failed in its own folder; the others go on either way. A stop request checkpoints every member.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
-from marl import preemption
+from marl import preemption, run_folder
 from marl.buffers import allocate
 from marl.errors import NonFiniteError
-from marl.experiment import AlreadyFinished, Experiment, run_label
+from marl.config import validate
+from marl.experiment import REFUSALS, AlreadyFinished, Experiment, report_failure, report_refusal
 from marl.learner import non_finite
 from marl.vector_learner import VectorLearner
-from marl.wandb_naming import OVERRIDES_FILE
 
 class MemberLearner:
     """What a member's :class:`Experiment` sees of the vectorised learner: its own slice."""
@@ -67,34 +69,82 @@ def read_group(path: str | Path) -> list[dict[str, Any]]:
     return json.loads(Path(path).read_text())["members"]
 
 
+def outcome(result: dict[str, float] | BaseException | None) -> dict[str, str]:
+    """One member's outcome for the sweep: ``finished``, ``refused`` (it could not start: its folder
+    was left as it was), ``failed`` or ``stopped`` (a stop request, or the group ended early), and why."""
+    if isinstance(result, dict):
+        return {"outcome": "finished"}
+    if isinstance(result, REFUSALS):
+        return {"outcome": "refused", "reason": f"{type(result).__name__}: {result}"}
+    if isinstance(result, Exception):
+        return {"outcome": "failed", "reason": f"{type(result).__name__}: {result}"}
+    return {"outcome": "stopped"}
+
+
 def run_group(cfg: DictConfig) -> list[dict[str, float] | BaseException]:
-    """Train the group in ``cfg.vector_group``; one result (or the failure) per member, in order."""
+    """Train the group in ``cfg.vector_group``; one result (or the failure) per member, in order.
+
+    Each member starts on its own, as its plain run would: a member that cannot start (its folder
+    held by another process, a refused resume, an unreadable checkpoint) is refused alone, with the
+    message a plain run prints, and the others train. Only when no member starts is the group
+    refused as a whole (the first refusal is raised: ``launch.py`` exits with code 2 as for a plain
+    run). What became of each member (:func:`outcome`) is written into the group file for the sweep.
+    """
+    validate(cfg)  # what every member shares: refused once, not once per member
     members_spec = read_group(cfg.vector_group)
-    members: list[Experiment | None] = []
     results: list[Any] = [None] * len(members_spec)
-    for i, spec in enumerate(members_spec):
-        run_dir = Path(spec["run_dir"])
-        (run_dir / OVERRIDES_FILE).parent.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.create(spec["overrides"]), run_dir / OVERRIDES_FILE)  # as Hydra writes it
-        try:
-            members.append(Experiment(member_config(cfg, int(spec["seed"])), run_dir=run_dir))
-        except AlreadyFinished as done:
-            print(done, file=sys.stderr, flush=True)
-            members.append(None)
-            results[i] = done.result
-    live = [i for i, m in enumerate(members) if m is not None]
-    if not live:
-        return results
-    group = [members[i] for i in live]
-    vector = vectorise(group)
     try:
-        vector.probe(_probe_batch(group[0]))
-    except Exception:
-        for m in group:
-            m.close()
-        raise
-    _train(group, vector, results, live)
-    return results
+        members = [_start(cfg, spec, results, i) for i, spec in enumerate(members_spec)]
+        live = [i for i, m in enumerate(members) if m is not None]
+        if not live:
+            refused = [r for r in results if isinstance(r, REFUSALS)]
+            if refused and len(refused) == len(results):
+                raise refused[0]
+            return results
+        group = [members[i] for i in live]
+        vector = vectorise(group)
+        try:
+            vector.probe(_probe_batch(group[0]))
+        except Exception:
+            for m in group:
+                m.close()
+            raise
+        _train(group, vector, results, live)
+        return results
+    finally:
+        _write_outcome(cfg.vector_group, members_spec, results)
+
+
+def _start(cfg: DictConfig, spec: dict[str, Any], results: list[Any], i: int) -> Experiment | None:
+    """Member ``i``'s :class:`Experiment`, or None with ``results[i]`` saying why it does not train."""
+    member_cfg, run_dir = member_config(cfg, int(spec["seed"])), Path(spec["run_dir"])
+    try:
+        return Experiment(member_cfg, run_dir=run_dir,
+                          on_start=functools.partial(run_folder.write_overrides, run_dir, list(spec["overrides"])))
+    except AlreadyFinished as done:
+        print(done, file=sys.stderr, flush=True)
+        results[i] = done.result
+    except REFUSALS as exc:  # its folder is untouched: refused alone, the others go on
+        report_refusal(exc)
+        results[i] = exc
+    except Exception as exc:  # it could not be built: failed alone, as its plain run would
+        report_failure(member_cfg, run_dir, exc)
+        results[i] = exc
+    return None
+
+
+def _write_outcome(group_file: str, members_spec: list[dict[str, Any]], results: list[Any]) -> None:
+    """Each member's :func:`outcome` beside its entry in the group file (replaced whole, so a
+    reader never sees half of it; a relaunched group reads its members from it as before)."""
+    path = Path(group_file)
+    members = [{**{k: v for k, v in spec.items() if k not in ("outcome", "reason")}, **outcome(r)}  # this attempt's
+               for spec, r in zip(members_spec, results)]
+    try:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({**json.loads(path.read_text()), "members": members}, indent=1))
+        tmp.replace(path)
+    except (OSError, ValueError) as exc:  # the members' own folders hold their results; this is a summary
+        print(f"Could not record the members' outcomes in {path}: {exc}", file=sys.stderr, flush=True)
 
 
 def vectorise(group: list[Experiment]) -> VectorLearner:
@@ -178,8 +228,7 @@ def _train(group: list[Experiment], vector: VectorLearner, results: list[Any], i
 
     def fail(s: int, exc: Exception) -> None:
         failure = group[s].fail(exc)
-        print(f"Run failed [{run_label(group[s].cfg)}]: {type(failure).__name__}: {failure}", file=sys.stderr,
-              flush=True)
+        report_failure(group[s].cfg, group[s].run_dir, failure)
         group[s].close()
         live.discard(s)
         results[index[s]] = failure

@@ -27,7 +27,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from marl.buffers import Episodes
 from marl.errors import ConfigError
-from marl.learner import FINITE_STATS, Learner
+from marl.learner import Learner, all_finite
 from marl.member_optim import MemberOptimizer, clip_member_grads_
 from marl.reward_scaling import statistics_mask
 
@@ -163,7 +163,8 @@ class VectorLearner:
         over one member, the kernels round differently than over two or more, and a member's
         arithmetic must not depend on how many others step with it (see ``pad_to``).
         Returns the statistics ``{name: [S]}`` (zero for members that did not step) and the mask
-        of members that stepped; a member with a non-finite loss, gradient norm or Q-value is
+        of members that stepped; a member with a non-finite statistic (the plain learner's check,
+        :func:`marl.learner.all_finite`: the loss and its extra terms, gradient norm, Q-values) is
         left out of the step and of the mask.
         """
         members = [s for s, b in enumerate(batches) if b is not None]
@@ -187,7 +188,7 @@ class VectorLearner:
         grads, stats = [g[:n] for g in grads], {k: v[:n] for k, v in stats.items()}
         finite = torch.ones(n, dtype=torch.bool)
         if self.check_finite:
-            finite = torch.isfinite(torch.stack([stats[k].float() for k in FINITE_STATS])).all(dim=0).cpu()
+            finite = all_finite(stats).cpu()
         mask = torch.zeros(self.S, dtype=torch.bool)
         mask[members] = finite
         if not everyone:

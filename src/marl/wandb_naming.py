@@ -26,12 +26,8 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from marl.config import NOT_EXPERIMENT  # keys that do not name an experiment: config.KEY_ROLES
 from marl.run_folder import OVERRIDES_FILE
-
-# Top-level keys that do not change what is learned: the seed (what a group averages over), paths,
-# the logging setup and where/how fast it runs.
-NOT_EXPERIMENT = ("seed", "run_dir", "resume", "logger", "device", "threads", "faults", "seeds_per_process",
-                  "vector_group", "render")
 GROUP_MAX_LEN = 128  # W&B's limit on group names
 
 
