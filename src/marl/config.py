@@ -132,11 +132,16 @@ class FaultsConfig:
     ``check_finite`` stops the run with a failed status on a NaN/inf loss, gradient norm or
     Q-value. ``lock_wait_s`` is how long to wait for another process that holds the run folder;
     null waits 0 s locally and 600 s inside a SLURM job (a requeued job may start while its
-    predecessor is still exiting).
+    predecessor is still exiting). ``value_bound``: what a learned value outside the range no sound
+    learner leaves (``[min(r_min, 0), max(r_max, 0)] / (1 - γ)``, widened by ``value_bound_margin`` times its width;
+    :mod:`marl.value_guard`) does: ``warn`` records it and says so once, ``fail`` stops the run as
+    failed, ``off`` does not check.
     """
 
     check_finite: bool = True
     lock_wait_s: Optional[float] = None
+    value_bound: str = "warn"
+    value_bound_margin: float = 0.1
 
 
 @dataclass
@@ -210,6 +215,7 @@ RESUME_MAY_CHANGE = tuple(k for k, role in KEY_ROLES.items() if role is not KeyR
 NOT_EXPERIMENT = tuple(k for k, role in KEY_ROLES.items() if role is not KeyRole.extent)
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+VALUE_BOUND_MODES = ("warn", "fail", "off")  # faults.value_bound (marl.value_guard)
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -255,6 +261,10 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.device in DEVICES or cfg.device.startswith("cuda:"), "device", cfg.device,
              f"choose one of {', '.join(DEVICES)} or cuda:N")
     _require(cfg.seed >= 0, "seed", cfg.seed, "must be a non-negative integer")
+    _require(cfg.faults.value_bound in VALUE_BOUND_MODES, "faults.value_bound", cfg.faults.value_bound,
+             f"choose one of {', '.join(VALUE_BOUND_MODES)}")
+    _require(cfg.faults.value_bound_margin >= 0, "faults.value_bound_margin", cfg.faults.value_bound_margin,
+             "must be >= 0 (a fraction of the bound's width added on each side)")
     _require(cfg.faults.lock_wait_s is None or cfg.faults.lock_wait_s >= 0, "faults.lock_wait_s",
              cfg.faults.lock_wait_s, "must be >= 0 seconds, or null (0 locally, 600 in a SLURM job)")
     interval, fmt = OmegaConf.select(cfg, "render.interval", default=0), OmegaConf.select(cfg, "render.format", default="gif")

@@ -23,6 +23,11 @@ class NonFiniteError(RunFailed):
     """A loss, gradient norm or Q-value became NaN or infinite: the run has diverged."""
 
 
+class ValueBoundError(RunFailed):
+    """A learned value left the range no sound learner leaves (``faults.value_bound=fail``): the run
+    has diverged while staying finite (marl.value_guard)."""
+
+
 class WriteError(RunFailed):
     """A run file (checkpoint, metrics) could not be written, e.g. on a full disk; what was written
     before is intact."""

@@ -24,7 +24,7 @@ from marl.checkpoint import load_latest, rng_state, save_atomic, seed_everything
 from marl.clock import Clock, Every, LinearSchedule
 from marl.config import RESUME_MAY_CHANGE, Unit, flatten, validate, with_schema_defaults
 from marl.envs.base import EnvSpec, derive_seeds
-from marl.errors import ConfigError, NonFiniteError, RunFailed, RunFolderError
+from marl.errors import ConfigError, NonFiniteError, RunFailed, RunFolderError, ValueBoundError
 from marl.learner import Learner
 from marl.logger import ConsoleSink, Logger, Sink, WandbSink
 from marl.policy import Policy
@@ -33,6 +33,7 @@ from marl.runlock import RunLock
 from marl.run_folder import (CHECKPOINT_FILE, CONFIG_FILE, ERROR_LOG, METRICS_FILE, SEEDS_FILE, SPEC_FILE,  # noqa: F401
                              STATUS_FILE, JsonlSink)
 from marl.runner import Runner, evaluate
+from marl.value_guard import ValueGuard
 
 
 def resolve_device(name: str) -> torch.device:
@@ -157,6 +158,8 @@ class Experiment:
             "checkpoint": Every(cfg.checkpoint.interval, cfg.checkpoint.unit),
         }
         self.pending_updates = 0.0
+        self.value_guard = (ValueGuard(cfg.learner.gamma, cfg.faults.value_bound_margin)
+                            if cfg.faults.value_bound != "off" else None)
         self.evaluated_at = -1  # env step of the last periodic eval (the final eval skips a repeat)
         self.saved_at: int | None = None  # env step of the newest checkpoint this process wrote or read
         self.window = self._empty_window()
@@ -287,6 +290,8 @@ class Experiment:
         n_done = res.returns.numel()
         clock.episodes += n_done
         self.buffer.insert(res.episodes)
+        if self.value_guard is not None:
+            self.value_guard.observe(res.episodes["reward"], res.episodes["filled"])
         self.window["returns"] += res.returns.tolist()
         self.window["lengths"] += res.lengths.tolist()
         due = 0
@@ -321,9 +326,38 @@ class Experiment:
             metrics["train/length_mean"] = sum(w["lengths"]) / len(w["lengths"])
         if w["updates"]:
             metrics.update({k: float(v) / w["updates"] for k, v in w["stats"].items()})
+        breach = self._value_breach(metrics)
         self.logger.log(clock, metrics)
         self.window = self._empty_window()
         self.window["steps0"] = clock.env_steps
+        if breach is not None and self.cfg.faults.value_bound == "fail":
+            raise ValueBoundError(breach)
+
+    def _value_breach(self, metrics: dict[str, float]) -> str | None:
+        """Check the window's mean learned value against :class:`ValueGuard`'s bound; a breach is
+        added to ``metrics`` (so it reaches metrics.jsonl and W&B) and said once on the console.
+        Returns the message when the value is out of bounds."""
+        if self.value_guard is None or "q_taken_mean" not in metrics:
+            return None
+        q = metrics["q_taken_mean"]
+        bound = self.value_guard.breach(q, self.learner.reward_scaling)
+        if bound is None:
+            return None
+        metrics.update({run_folder.VALUE_BOUND_KEY: 1.0, "value_bound_low": bound[0], "value_bound_high": bound[1]})
+        scale = " (standardised rewards)" if self.learner.reward_scaling is not None else ""
+        message = (f"the learned value has left the range no sound learner leaves at "
+                   + ", ".join(f"{k}={v}" for k, v in self.clock.as_dict().items())
+                   + f": q_taken_mean={q:.4g} outside [{bound[0]:.4g}, {bound[1]:.4g}] = [min(r, 0), max(r, 0)]/(1-γ) "
+                   f"with γ={self.cfg.learner.gamma:g}{scale}, widened by faults.value_bound_margin="
+                   f"{self.cfg.faults.value_bound_margin:g}. The value is diverging although it is finite. Likely "
+                   f"causes: bootstrapping a long horizon through a state-conditioned mixer (QMIX on MPE: "
+                   f"docs/results.md), a learning rate too high (learner.lr={self.cfg.learner.lr:g}), loose gradient "
+                   f"clipping (learner.grad_clip={self.cfg.learner.grad_clip:g}); faults.value_bound=fail stops such "
+                   f"a run, =off turns the check off")
+        if not self.value_guard.warned and self.cfg.faults.value_bound != "fail":  # fail: said as the failure
+            self.value_guard.warned = True
+            print(f"Warning [{run_label(self.cfg)}]: {message}.", file=sys.stderr, flush=True)
+        return message
 
     # --- checkpoints ----------------------------------------------------------------------
     def save(self) -> None:
@@ -339,6 +373,7 @@ class Experiment:
             "evaluated_at": self.evaluated_at,
             "rng": rng_state(self.generators),
             "pending_updates": self.pending_updates,
+            "value_guard": self.value_guard.state_dict() if self.value_guard is not None else None,
             "window": {k: v for k, v in self.window.items() if k not in ("t0",)},
             "logger": {"jsonl_offset": self.jsonl.offset, "time": self.logger.elapsed()},
             "seeds": self.seeds,
@@ -359,6 +394,8 @@ class Experiment:
         if state.get("eval_env"):
             self.eval_env.load_state_dict(state["eval_env"])
         self.evaluated_at = state.get("evaluated_at", -1)
+        if self.value_guard is not None and state.get("value_guard"):  # older checkpoints have none
+            self.value_guard.load_state_dict(state["value_guard"])
         if self.render is not None and state.get("render"):
             self.render.load_state_dict(state["render"])
         set_rng_state(state["rng"], self.generators)

@@ -31,6 +31,7 @@ import shutil
 import socket
 import time
 import traceback
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -58,6 +59,9 @@ RENDERS_DIR = "renders"  # greedy episodes rendered during training (render.inte
 SKIP_DIRS = {HYDRA_DIR, "wandb", "__pycache__", EVALUATIONS_DIR, RENDERS_DIR}
 
 FINISHED, FAILED, RUNNING, UNFINISHED = "finished", "failed", "running", "unfinished"
+# A training record with this key says the learned value left the range no sound learner leaves
+# (marl.value_guard); beside it, the value and the bound: q_taken_mean, value_bound_low/_high.
+VALUE_BOUND_KEY = "value_out_of_bounds"
 
 
 def free_space(path: Path) -> str:
@@ -321,6 +325,17 @@ class RunStatus:
     state: str
     reason: str = ""
     env_steps: int | None = None  # where a failed run stopped, when it recorded it
+    warning: str = ""  # a learned value out of bounds (marl.value_guard), whatever the state
+
+
+def value_warning(records: list[dict[str, Any]]) -> str:
+    """The first out-of-bounds value in ``records``, as one line, or "" when there is none."""
+    first = next((r for r in records if r.get(VALUE_BOUND_KEY)), None)
+    if first is None:
+        return ""
+    return (f"learned value out of bounds from env_steps={first.get('env_steps', '?')}: q_taken_mean="
+            f"{first.get('q_taken_mean', float('nan')):.4g} outside [{first.get('value_bound_low', float('nan')):.4g}, "
+            f"{first.get('value_bound_high', float('nan')):.4g}] (diverging; docs/faults.md)")
 
 
 def status(run_dir: Path, records: list[dict[str, Any]] | None = None, running: bool | None = None) -> RunStatus:
@@ -329,9 +344,13 @@ def status(run_dir: Path, records: list[dict[str, Any]] | None = None, running: 
     failed (a ``{"status": "failed"}`` record, or ``status.json`` says so), finished (the
     ``{"final": 1.0}`` record), running (a process holds ``run.lock``), else unfinished.
     ``records``/``running``: what the caller already read (the viewer reads incrementally and asks
-    the lock once per scan)."""
+    the lock once per scan). ``warning``, in any state: :func:`value_warning`."""
     run_dir = Path(run_dir)
     records = read_records(run_dir / METRICS_FILE) if records is None else records
+    return dataclasses.replace(_state(run_dir, records, running), warning=value_warning(records))
+
+
+def _state(run_dir: Path, records: list[dict[str, Any]], running: bool | None) -> RunStatus:
     failure = next((r for r in reversed(records) if r.get("status") == FAILED), None)
     saved = read_json(run_dir / STATUS_FILE)
     if saved is not None and saved.get("status") == FAILED:

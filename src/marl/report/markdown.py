@@ -95,6 +95,13 @@ def to_markdown(comp: Comparison, images: dict[str, str] | None = None) -> str:
                 "Failed runs are never in the numbers; unfinished ones only when their group has no finished run:",
                 ""]
         out += [f"- {describe(r)}: {r.problem}" for r in comp.incomplete] + [""]
+    warned = [r for t in comp.tables for row in t.rows for r in row.runs if r.warning]
+    warned += [r for r in comp.incomplete if r.warning and r not in warned]
+    if warned:
+        out += ["## Runs whose learned value left its bound", "",
+                "A value no sound learner reaches ([min r, max r]/(1-γ), docs/faults.md): these runs diverged "
+                "while staying finite, and their numbers above are not to be trusted:", ""]
+        out += [f"- {describe(r)}: {r.warning}" for r in warned] + [""]
     if comp.missing:
         out += ["## Missing runs", ""] + [f"- {m}" for m in comp.missing] + [""]
     return "\n".join(out)

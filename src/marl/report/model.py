@@ -33,6 +33,7 @@ class Run:
     complete: bool = False
     failed: bool = False  # stopped on a fault (diverged, disk full): never counted as a result
     problem: str | None = None
+    warning: str = ""  # its learned value left its bound (run_folder.value_warning): listed, still counted
     divisor: float = 1.0  # every value of the compared metric is divided by it (--per-agent: the agents)
 
     @property

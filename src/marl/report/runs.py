@@ -24,6 +24,7 @@ def load_run(run_dir: Path) -> Run:
     run = Run(path=run_dir)
     records = read_records(run_dir / METRICS_FILE)
     state = run_folder.status(run_dir, records)
+    run.warning = state.warning
     if not (run_dir / CONFIG_FILE).is_file():
         run.problem = "starting (no config.yaml yet)" if state.state == RUNNING else state.reason
         run.failed = state.state == FAILED

@@ -61,6 +61,7 @@ class RunState:
     last_record_age_s: float | None = None
     job_id: str | None = None            # SLURM job id (array_task)
     will_resume: bool = False            # preempted, and a requeued SLURM job will resume it
+    warning: str = ""                    # its learned value left its bound (run_folder.value_warning)
 
     @property
     def fraction(self) -> float:
@@ -209,6 +210,7 @@ def run_state(folder: _Folder, name: str, now: float, stall_after: float, locks:
 
     running = lock_held(path, locks) or (job is not None and job.active and job.running)
     decided = run_folder.status(path, records, running)
+    state.warning = decided.warning
     if decided.state == run_folder.FAILED:
         state.status, state.reason = "failed", decided.reason
         return state

@@ -137,16 +137,26 @@ def sweep_line(sweep: SweepState) -> Table:
     return grid
 
 
-def failures(sweep: SweepState, width: int = 300, limit: int | None = None) -> list[Text]:
-    failed = [run for run in sweep.runs if run.status == "failed" and run.reason]
+def _listed(lines: list[tuple[str, str]], what: str, style: str, width: int, limit: int | None) -> list[Text]:
     out = []
-    for run in failed[:limit]:
-        reason = " ".join(run.reason.split())
-        reason = reason if len(reason) <= width else reason[: width - 3] + "..."
-        out.append(Text(f"  {run.name}: {reason}", style="red"))
-    if limit is not None and len(failed) > limit:
-        out.append(Text(f"  ... and {len(failed) - limit} more failed runs", style="red"))
+    for name, text in lines[:limit]:
+        text = " ".join(text.split())
+        text = text if len(text) <= width else text[: width - 3] + "..."
+        out.append(Text(f"  {name}: {text}", style=style))
+    if limit is not None and len(lines) > limit:
+        out.append(Text(f"  ... and {len(lines) - limit} more {what}", style=style))
     return out
+
+
+def failures(sweep: SweepState, width: int = 300, limit: int | None = None) -> list[Text]:
+    failed = [(run.name, run.reason) for run in sweep.runs if run.status == "failed" and run.reason]
+    return _listed(failed, "failed runs", "red", width, limit)
+
+
+def value_warnings(sweep: SweepState, width: int = 300, limit: int | None = None) -> list[Text]:
+    """Runs whose learned value left its bound (marl.value_guard), whatever their status."""
+    warned = [(run.name, run.warning) for run in sweep.runs if run.warning]
+    return _listed(warned, "runs out of bounds", "yellow", width, limit)
 
 
 def render(sweeps: list[SweepState], height: int | None = None, width: int = 160) -> RenderableType:
@@ -164,6 +174,11 @@ def render(sweeps: list[SweepState], height: int | None = None, width: int = 160
         if fails:
             parts.append(Text("failed:", style="bold red"))
             parts.extend(fails)
+        warned = (value_warnings(sweep, width=300) if height is None
+                  else value_warnings(sweep, width=max(width - 4, 40), limit=5))
+        if warned:
+            parts.append(Text("value out of bounds:", style="bold yellow"))
+            parts.extend(warned)
         parts.append(sweep_line(sweep))
         parts.append(Text(""))
     if parts and isinstance(parts[-1], Text) and not parts[-1].plain:
