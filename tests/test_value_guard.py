@@ -89,3 +89,39 @@ def test_status_and_report_list_a_value_out_of_bounds(tmp_path):
     warning = run_folder.status(tmp_path).warning
     assert "env_steps=300" in warning and "41.5" in warning and "[-1, 9]" in warning
     assert warning in to_markdown(compare([tmp_path]))
+
+
+def test_fail_mode_stops_the_run_as_failed_and_keeps_its_last_checkpoint(tmp_path, monkeypatch):
+    """The wiring of ``faults.value_bound=fail`` on a real run, with the bound narrowed to a sliver
+    around 0 after the first checkpoint so that the run's next log is out of it: the run stops with
+    ValueBoundError, is recorded as failed in every place, and its checkpoint is the last good one."""
+    from helpers import run_config
+    from marl import checkpoint as ckpt
+    from marl.errors import ValueBoundError
+    from marl.experiment import run
+
+    real_bound = ValueGuard.bound
+
+    def narrowed(self, scaling=None):
+        return (-1e-12, 1e-12) if self.r_min <= self.r_max and state["saved"] else real_bound(self, scaling)
+
+    state = {"saved": False}
+    real_save = ckpt.save_atomic
+
+    def save(obj, path):
+        real_save(obj, path)
+        state["saved"] = True
+
+    monkeypatch.setattr(ValueGuard, "bound", narrowed)
+    monkeypatch.setattr("marl.experiment.save_atomic", save)
+    cfg = run_config(tmp_path, "env=two_step", "mixer=qmix", "t_max=2000", "checkpoint.interval=400",
+                     "logger.interval=100", "eval.interval=1000", "faults.value_bound=fail")
+    with pytest.raises(ValueBoundError, match="q_taken_mean=.* outside"):
+        run(cfg)
+    records = read_metrics(tmp_path)
+    assert records[-1]["status"] == "failed" and "ValueBoundError" in records[-1]["reason"]
+    breach = next(r for r in records if r.get(run_folder.VALUE_BOUND_KEY))
+    status = run_folder.status(tmp_path)
+    assert status.state == run_folder.FAILED and status.warning
+    kept = ckpt.load(tmp_path / ckpt.CHECKPOINT_FILE)["clock"]["env_steps"]
+    assert kept == 400 < breach["env_steps"]
