@@ -168,14 +168,19 @@ def epymarl_batch(ep: SimpleNamespace, episodes: list[Episode]) -> Any:
     preprocess = {"actions": ("actions_onehot", [ep.OneHot(out_dim=N_ACTIONS)])}
     batch = ep.EpisodeBatch(scheme, {"agents": N_AGENTS}, len(episodes), T_LIMIT + 1, preprocess=preprocess)
     for b, e in enumerate(episodes):
+        # What episode_runner.py writes step by step, written per episode in three calls (same
+        # content, far fewer EpisodeBatch.update calls): state/avail/obs at 0..L, which marks
+        # `filled` 0..L (its last_data update fills slot L too); the actions at 0..L (slot L: the
+        # action it selects "in the last stored state"); reward and terminated at 0..L-1, where
+        # `terminated or truncated` is stored as terminated unless env_info["episode_limit"],
+        # which gymma.py never sets: the last step is terminated whichever way the episode ended.
         L = len(e.reward)
-        for t in range(L):  # episode_runner.py: pre-transition data, then actions/reward/terminated
-            batch.update({"state": [e.state[t]], "avail_actions": [e.avail[t]], "obs": [e.obs[t]]}, bs=b, ts=t)
-            # `terminated or truncated`, stored as terminated unless env_info["episode_limit"] (never set by gymma.py)
-            batch.update({"actions": [e.actions[t][:, None]], "terminated": [(t == L - 1,)],
-                          "reward": [(float(e.reward[t]),)]}, bs=b, ts=t)
-        batch.update({"state": [e.state[L]], "avail_actions": [e.avail[L]], "obs": [e.obs[L]]}, bs=b, ts=L)
-        batch.update({"actions": [e.actions[L][:, None]]}, bs=b, ts=L)
+        # (lists, as the runner passes them: EpisodeBatch.update converts lists to tensors.)
+        batch.update({"state": list(e.state), "avail_actions": list(e.avail), "obs": list(e.obs)},
+                     bs=b, ts=slice(0, L + 1))
+        batch.update({"actions": list(e.actions[:, :, None])}, bs=b, ts=slice(0, L + 1), mark_filled=False)
+        batch.update({"reward": list(e.reward[:, None]), "terminated": list((np.arange(L) == L - 1)[:, None])},
+                     bs=b, ts=slice(0, L), mark_filled=False)
     return batch[:, :batch.max_t_filled()]  # run.py: "Truncate batch to only filled timesteps"
 
 
