@@ -47,7 +47,9 @@ Cases (each for qmix, vdn, iql):
 - ``--updates N`` (default 205): N updates in a row on fresh batches of the ``full`` kind, target
   networks copied every 200 updates as each framework does (EPyMARL inside ``train``; ``marl``'s
   ``Every(200, grad_steps)`` as ``Experiment.learned`` calls it), with running reward statistics
-  carried along; reports the largest relative difference of loss, and of the weights at the end.
+  carried along; reports the largest relative difference of loss, and of the weights along the
+  way; then the same in float64 on both sides (``--float64-control``), to tell rounding amplified by
+  training from a real difference.
 
 Expected: float rounding only, except where the frameworks differ on purpose. One known
 difference (``src/marl/reward_scaling.py``): EPyMARL's running reward statistics also take in the
@@ -155,15 +157,16 @@ def random_episodes(rng: np.random.Generator, batch: int, kind: str) -> list[Epi
     return out
 
 
-def epymarl_batch(ep: SimpleNamespace, episodes: list[Episode]) -> Any:
-    """The episodes as EPyMARL's runner stores them, sampled and cut as ``run.py`` does."""
+def epymarl_batch(ep: SimpleNamespace, episodes: list[Episode], dtype: torch.dtype = torch.float32) -> Any:
+    """The episodes as EPyMARL's runner stores them, sampled and cut as ``run.py`` does.
+    ``dtype``: of obs, state and reward (EPyMARL's default float32; float64 for the control run)."""
     scheme = {
-        "state": {"vshape": STATE_DIM},
-        "obs": {"vshape": OBS_DIM, "group": "agents"},
+        "state": {"vshape": STATE_DIM, "dtype": dtype},
+        "obs": {"vshape": OBS_DIM, "group": "agents", "dtype": dtype},
         "actions": {"vshape": (1,), "group": "agents", "dtype": torch.long},
         "avail_actions": {"vshape": (N_ACTIONS,), "group": "agents", "dtype": torch.int},
         "terminated": {"vshape": (1,), "dtype": torch.uint8},
-        "reward": {"vshape": (1,)},
+        "reward": {"vshape": (1,), "dtype": dtype},
     }
     preprocess = {"actions": ("actions_onehot", [ep.OneHot(out_dim=N_ACTIONS)])}
     batch = ep.EpisodeBatch(scheme, {"agents": N_AGENTS}, len(episodes), T_LIMIT + 1, preprocess=preprocess)
@@ -184,8 +187,9 @@ def epymarl_batch(ep: SimpleNamespace, episodes: list[Episode]) -> Any:
     return batch[:, :batch.max_t_filled()]  # run.py: "Truncate batch to only filled timesteps"
 
 
-def marl_batch(episodes: list[Episode]) -> dict[str, torch.Tensor]:
-    """The episodes in ``marl``'s layout (``marl.buffers.episode_layout``), padded to T."""
+def marl_batch(episodes: list[Episode], dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """The episodes in ``marl``'s layout (``marl.buffers.episode_layout``), padded to T; obs, state
+    and reward in ``dtype``."""
     B, T = len(episodes), T_LIMIT
     d = {"obs": torch.zeros(B, T + 1, N_AGENTS, OBS_DIM), "state": torch.zeros(B, T + 1, STATE_DIM),
          "avail": torch.zeros(B, T + 1, N_AGENTS, N_ACTIONS, dtype=torch.bool),
@@ -200,6 +204,8 @@ def marl_batch(episodes: list[Episode]) -> dict[str, torch.Tensor]:
         d["reward"][b, :L] = torch.from_numpy(e.reward)
         d["terminated"][b, L - 1] = e.terminated  # a time-limit end is stored truncated, not terminated
         d["filled"][b, :L] = True
+    for k in ("obs", "state", "reward"):
+        d[k] = d[k].to(dtype)
     return d
 
 
@@ -266,7 +272,8 @@ class Pair:
     """marl's and EPyMARL's learners for one algorithm, built with the same initial weights, and
     instrumented so that one update yields both sides' loss, targets, next values and gradients."""
 
-    def __init__(self, ep: SimpleNamespace, checkout: Path, alg: str, standardise: bool, seed: int) -> None:
+    def __init__(self, ep: SimpleNamespace, checkout: Path, alg: str, standardise: bool, seed: int,
+                 dtype: torch.dtype = torch.float32) -> None:
         import marl.learner as marl_learner_module
 
         torch.manual_seed(seed)
@@ -274,7 +281,8 @@ class Pair:
         self.marl, self.cfg = build_marl(alg, standardise)
         args = epymarl_args(checkout, alg, standardise)
         self.args = args
-        scheme = epymarl_batch(ep, random_episodes(np.random.default_rng(0), 1, "full")).scheme
+        self.dtype = dtype
+        scheme = epymarl_batch(ep, random_episodes(np.random.default_rng(0), 1, "full"), dtype).scheme
         mac = ep.BasicMAC(scheme, {"agents": N_AGENTS}, args)
         self.names = name_map(alg)
         # Copy before QLearner: its constructor deep-copies the mac and mixer into the targets.
@@ -299,6 +307,10 @@ class Pair:
         else:  # IQL: identity mixers (no parameters) so the hooks below see Q_i and targets
             self.ep.mixer, self.ep.target_mixer = IdentityMixer(), IdentityMixer()
         self.ep.target_mac.load_state(mac)
+        if dtype == torch.float64:  # (networks are float64 through torch's default dtype, in_a_row)
+            if args.standardise_rewards:  # EPyMARL's RunningMeanStd is float32 by construction
+                self.ep.rew_ms.mean = self.ep.rew_ms.mean.double()
+                self.ep.rew_ms.var = self.ep.rew_ms.var.double()
         # Hooks: EPyMARL's online mixer output (and its gradient), its target mixer output.
         self.seen: dict[str, torch.Tensor] = {}
 
@@ -328,7 +340,7 @@ class Pair:
 
     def update(self, episodes: list[Episode], ep: SimpleNamespace) -> dict[str, Any]:
         """One update of each side on the same episodes; returns the comparison."""
-        eb, mb = epymarl_batch(ep, episodes), marl_batch(episodes)
+        eb, mb = epymarl_batch(ep, episodes, self.dtype), marl_batch(episodes, self.dtype)
         self.marl_seen.clear()
         before = {k: v.detach().clone() for k, v in marl_params(self.marl).items()}
         self.rs_before = copy.deepcopy(self.marl.reward_scaling)
@@ -399,6 +411,8 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=205, help="updates in a row for the multi-update case (0: skip)")
     parser.add_argument("--batch-size", type=int, default=32, help="episodes per batch (EPyMARL's batch_size)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--float64-control", action=argparse.BooleanOptionalAction, default=True,
+                        help="repeat the updates in a row with both sides in float64")
     args = parser.parse_args()
     # EPyMARL's EpisodeBatch indexes with lists and views (torch deprecation warnings, not ours).
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -412,17 +426,39 @@ def main() -> None:
             rng = np.random.default_rng(args.seed + 1)
             report(alg, case, pair.update(random_episodes(rng, args.batch_size, kind), ep))
         if args.updates:
-            pair = Pair(ep, args.epymarl, alg, True, args.seed)
-            rng = np.random.default_rng(args.seed + 2)
-            results = [pair.update(random_episodes(rng, args.batch_size, "full"), ep) for _ in range(args.updates)]
-            worst = max(range(len(results)), key=lambda i: results[i]["loss_rel"])
-            print(f"  {alg:4s} {args.updates} updates in a row (full batches, targets copied after update 200 "
-                  f"on both sides): largest loss rel diff {results[worst]['loss_rel']:.1e} (update {worst + 1}), "
-                  f"largest gradient rel diff {max(r['grad_rel'] for r in results):.1e}, weights at the end "
-                  f"{results[-1]['weight_rel']:.1e}; last loss marl {results[-1]['loss_marl']:.6g} "
-                  f"EPyMARL {results[-1]['loss_ep']:.6g}")
-            if "reward_stats" in results[-1]:
-                print(f"       {results[-1]['reward_stats']}")
+            dtypes = (torch.float32, torch.float64) if args.float64_control else (torch.float32,)
+            for dtype in dtypes:
+                in_a_row(ep, args, alg, dtype)
+
+
+def in_a_row(ep: SimpleNamespace, args: argparse.Namespace, alg: str, dtype: torch.dtype) -> None:
+    """``args.updates`` updates in a row on fresh ``full`` batches, reward statistics and target
+    copies carried along; prints how the two sides drift apart. The float64 run is the control:
+    if the float32 drift is rounding amplified by training (Adam divides by the root of small
+    second moments, ReLUs switch), it shrinks by orders of magnitude there; a real difference
+    between the frameworks would not. (In float64 EPyMARL's ``gamma * (1 - terminated)`` is still
+    float32, as its ``terminated`` is ``.float()``, so there the two agree to ~1e-8 per update,
+    not ~1e-16: γ is 0.99 rounded to float32 on its side.)"""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # every network, hidden state and buffer of both sides in dtype
+    try:
+        pair = Pair(ep, args.epymarl, alg, True, args.seed, dtype)
+        rng = np.random.default_rng(args.seed + 2)
+        results = [pair.update(random_episodes(rng, args.batch_size, "full"), ep) for _ in range(args.updates)]
+    finally:
+        torch.set_default_dtype(previous)
+    worst = max(range(len(results)), key=lambda i: results[i]["loss_rel"])
+    name = str(dtype).removeprefix("torch.")
+    print(f"  {alg:4s} {args.updates} updates in a row, {name} (full batches, targets copied after update 200 "
+          f"on both sides): largest loss rel diff {results[worst]['loss_rel']:.1e} (update {worst + 1}), "
+          f"largest gradient rel diff {max(r['grad_rel'] for r in results):.1e}, weights at the end "
+          f"{results[-1]['weight_rel']:.1e}; last loss marl {results[-1]['loss_marl']:.6g} "
+          f"EPyMARL {results[-1]['loss_ep']:.6g}")
+    marks = [i for i in (1, 10, 50, 100, 150, 200, 201, len(results)) if i <= len(results)]
+    print("       weights' largest rel diff after update " +
+          ", ".join(f"{i}: {results[i - 1]['weight_rel']:.1e}" for i in dict.fromkeys(marks)))
+    if "reward_stats" in results[-1]:
+        print(f"       {results[-1]['reward_stats']}")
 
 
 if __name__ == "__main__":
