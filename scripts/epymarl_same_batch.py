@@ -44,6 +44,8 @@ Cases (each for qmix, vdn, iql):
 - ``mixed, standardise off``: the same with ``standardise_rewards`` off on both sides.
 - ``full``: every episode reaches the time limit (some terminated by the task on the last step):
   no padding, standardisation on.
+- ``early``: every episode terminates before the time limit, so EPyMARL's batch is cut to the
+  longest of them (``max_t_filled``) while ``marl``'s keeps T slots: standardisation on.
 - ``--updates N`` (default 205): N updates in a row on fresh batches of the ``full`` kind, target
   networks copied every 200 updates as each framework does (EPyMARL inside ``train``; ``marl``'s
   ``Every(200, grad_steps)`` as ``Experiment.learned`` calls it), with running reward statistics
@@ -51,11 +53,16 @@ Cases (each for qmix, vdn, iql):
   way; then the same in float64 on both sides (``--float64-control``), to tell rounding amplified by
   training from a real difference.
 
-Expected: float rounding only, except where the frameworks differ on purpose. One known
-difference (``src/marl/reward_scaling.py``): EPyMARL's running reward statistics also take in the
-zero rewards of padded steps (``rew_ms.update(batch["reward"][:, :-1])`` over the whole cut batch),
-``marl``'s only real steps. It shows in the ``mixed`` case and nowhere else; the script prints the
-two frameworks' reward mean/variance after the update so the cause is visible.
+- ``mixed, marl with reward_stats_include_padding=false``: the one difference this script found.
+  EPyMARL's running reward statistics also take in the zero rewards of padded steps
+  (``rew_ms.update(batch["reward"][:, :-1])`` over the batch cut to its longest episode);
+  ``preset=epymarl`` now sets ``learner.reward_stats_include_padding`` to do the same, and this
+  case turns it off to show what it changes. The script prints both sides' reward mean/variance
+  after the update, and marl's own statistics fed the padded steps, so the cause is visible.
+
+Expected: float rounding only (~1e-7 relative in float32) in every case but the last. Over many
+updates float32 rounding is amplified by training (a greedy action or ReLU that flips), so the
+in-a-row cases are also run in float64, where the two stay together.
 """
 
 from __future__ import annotations
@@ -138,11 +145,12 @@ class Episode:
 
 def random_episodes(rng: np.random.Generator, batch: int, kind: str) -> list[Episode]:
     """``mixed``: even episodes reach the time limit (truncated), odd ones terminate at a random
-    earlier step. ``full``: every episode is T long, every fourth terminated by the task at T."""
+    earlier step. ``full``: every episode is T long, every fourth terminated by the task at T.
+    ``early``: every episode terminates before the limit (EPyMARL cuts the batch shorter than T)."""
     out = []
     for i in range(batch):
-        if kind == "mixed":
-            early = i % 2 == 1
+        if kind in ("mixed", "early"):
+            early = kind == "early" or i % 2 == 1
             length = int(rng.integers(3, T_LIMIT)) if early else T_LIMIT
             terminated = early
         else:
@@ -210,8 +218,9 @@ def marl_batch(episodes: list[Episode], dtype: torch.dtype = torch.float32) -> d
 
 
 # ------------------------------------------------------------------------------------------------ marl
-def build_marl(alg: str, standardise: bool) -> Any:
-    """``marl``'s learner under ``preset=epymarl env=mpe``, built as ``Experiment._build`` builds it."""
+def build_marl(alg: str, standardise: bool, extra: tuple[str, ...] = ()) -> Any:
+    """``marl``'s learner under ``preset=epymarl env=mpe`` (plus ``extra`` overrides), built as
+    ``Experiment._build`` builds it."""
     from marl.config import compose
     from marl.envs.base import EnvSpec
     from marl.learner import Learner
@@ -221,7 +230,7 @@ def build_marl(alg: str, standardise: bool) -> Any:
     overrides = ["preset=epymarl", "env=mpe", f"mixer={ALGS[alg]}"]
     if not standardise:
         overrides.append("learner.standardise_rewards=false")
-    cfg = compose(overrides)
+    cfg = compose([*overrides, *extra])
     assert cfg.learner.time_limit_end == "terminal", "preset=epymarl should treat MPE's time limit as terminal"
     spec = EnvSpec(n_agents=N_AGENTS, obs_dim=OBS_DIM, state_dim=STATE_DIM, n_actions=N_ACTIONS,
                    episode_limit=T_LIMIT, has_state=False)
@@ -273,12 +282,12 @@ class Pair:
     instrumented so that one update yields both sides' loss, targets, next values and gradients."""
 
     def __init__(self, ep: SimpleNamespace, checkout: Path, alg: str, standardise: bool, seed: int,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, extra: tuple[str, ...] = ()) -> None:
         import marl.learner as marl_learner_module
 
         torch.manual_seed(seed)
         self.alg = alg
-        self.marl, self.cfg = build_marl(alg, standardise)
+        self.marl, self.cfg = build_marl(alg, standardise, extra)
         args = epymarl_args(checkout, alg, standardise)
         self.args = args
         self.dtype = dtype
@@ -420,9 +429,12 @@ def main() -> None:
     torch.set_num_threads(1)
     for alg in args.algs.split(","):
         print(f"{alg} (EPyMARL algs/{alg}.yaml vs marl preset=epymarl env=mpe mixer={ALGS[alg]})")
-        for case, kind, standardise in (("mixed", "mixed", True), ("mixed, standardise off", "mixed", False),
-                                        ("full", "full", True)):
-            pair = Pair(ep, args.epymarl, alg, standardise, args.seed)
+        no_padding = ("learner.reward_stats_include_padding=false",)
+        for case, kind, standardise, extra in (
+                ("mixed", "mixed", True, ()), ("mixed, standardise off", "mixed", False, ()),
+                ("full", "full", True, ()), ("early", "early", True, ()),
+                ("mixed, marl with reward_stats_include_padding=false", "mixed", True, no_padding)):
+            pair = Pair(ep, args.epymarl, alg, standardise, args.seed, extra=extra)
             rng = np.random.default_rng(args.seed + 1)
             report(alg, case, pair.update(random_episodes(rng, args.batch_size, kind), ep))
         if args.updates:
