@@ -15,8 +15,8 @@ What is read, and how the two are made comparable:
 - EPyMARL tests when ``t_env - last_test_T >= test_interval`` (after the first episode, then every
   50k of the gymma config), and the learner logs every 10k (``learner_log_interval``) from one batch,
   so its records sit at env steps a little past each 50k (25 or so on MPE, up to an episode more per
-  test on LBF): the value shown "at" step s is the first record at or after s (within 10k), and the
-  step it comes from is printed beside it.
+  test on LBF): the value shown "at" step s is the first record at or after s (within 10k), else the
+  last one before s (within 10k), and the step it comes from is printed beside it.
 - EPyMARL's ``q_taken_mean`` is ``(chosen_action_qvals * mask).sum() / (mask_elems * n_agents)``
   (``src/learners/q_learner.py``): Q_tot divided by the number of agents. It is multiplied back by
   ``n_agents`` here so that it reads as ``marl``'s ``q_taken_mean``, which is Q_tot.
@@ -86,10 +86,17 @@ def wall_time(run_dir: Path) -> str:
 
 
 def epymarl_at(info: dict[str, Any], key: str, step: int, scale: float = 1.0) -> str:
-    """The first record of ``key`` at or after ``step`` (within 10k), with its env step."""
-    for t, v in zip(info.get(f"{key}_T", []), info.get(key, [])):
+    """The first record of ``key`` at or after ``step`` (within 10k), with its env step; failing
+    that, the last one before it (within 10k): the learner's last log before ``t_max`` can fall
+    just short of 300k (LBF: 291600, then the run ends at 301000 before the next)."""
+    records = list(zip(info.get(f"{key}_T", []), info.get(key, [])))
+    for t, v in records:
         if step <= t < step + 10_000:
             return f"{_num(v) * scale:.3g} @{t}"
+    before = [(t, v) for t, v in records if step - 10_000 < t < step]
+    if before:
+        t, v = before[-1]
+        return f"{_num(v) * scale:.3g} @{t}"
     return "-"
 
 
