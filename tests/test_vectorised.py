@@ -126,9 +126,8 @@ def _group(tmp_path: Path, name: str, *overrides: str):
                       f"vector_group={tmp_path / f'{name}.json'}")
 
 
-def test_a_member_that_diverges_fails_alone_and_the_others_are_untouched(tmp_path, monkeypatch):
-    clean = run_group(_group(tmp_path, "clean"))
-    assert all(isinstance(r, dict) for r in clean)
+def poison_member_1(monkeypatch) -> None:
+    """Member seed=1's sampled rewards become NaN from its 5th gradient step on: it diverges."""
     original = Experiment.sample
 
     def poisoned(self: Experiment):
@@ -138,6 +137,12 @@ def test_a_member_that_diverges_fails_alone_and_the_others_are_untouched(tmp_pat
         return batch
 
     monkeypatch.setattr(Experiment, "sample", poisoned)
+
+
+def test_a_member_that_diverges_fails_alone_and_the_others_are_untouched(tmp_path, monkeypatch):
+    clean = run_group(_group(tmp_path, "clean"))
+    assert all(isinstance(r, dict) for r in clean)
+    poison_member_1(monkeypatch)
     results = run_group(_group(tmp_path, "hurt"))
     assert isinstance(results[1], NonFiniteError) and "non-finite loss" in str(results[1])
     status = json.loads((tmp_path / "hurt" / "m1" / "status.json").read_text())
@@ -187,15 +192,7 @@ def test_a_member_whose_folder_is_held_is_refused_alone_and_the_others_train(tmp
 def test_a_failed_member_prints_where_its_status_and_traceback_are(tmp_path, monkeypatch, capsys):
     """A member's failure prints the plain run's two lines (launch.py): what failed, and the paths
     of its status.json and error.log; the group file lists it as failed, with the reason."""
-    original = Experiment.sample
-
-    def poisoned(self: Experiment):
-        batch = original(self)
-        if self.cfg.seed == 1 and self.clock.grad_steps >= 5:
-            batch = {**batch, "reward": batch["reward"] * float("nan")}
-        return batch
-
-    monkeypatch.setattr(Experiment, "sample", poisoned)
+    poison_member_1(monkeypatch)
     cfg = _group(tmp_path, "g")
     results = run_group(cfg)
     m1 = (tmp_path / "g" / "m1").resolve()

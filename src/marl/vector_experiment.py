@@ -39,6 +39,7 @@ class MemberLearner:
         self.vector, self.index = vector, index
         own = vector.learners[index]
         self.policy, self.cfg = own.policy, own.cfg  # the member acts with views of the stacked weights
+        self.reward_scaling = own.reward_scaling  # the member's own statistics (the value guard reads them)
 
     def update(self, batch: Any) -> dict[str, torch.Tensor]:
         raise RuntimeError("a member's gradient steps are taken for the whole group (VectorLearner.update)")
