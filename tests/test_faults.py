@@ -313,10 +313,23 @@ def silent_server():
     server.close()
 
 
-def test_a_wandb_outage_costs_the_timeout_and_the_run_logs_offline(tmp_path, silent_server):
+@pytest.mark.parametrize("inherited_service", [False, True])
+def test_a_wandb_outage_costs_the_timeout_and_the_run_logs_offline(tmp_path, silent_server, inherited_service,
+                                                                   monkeypatch):
+    """``inherited_service``: the run is started by a process that uses W&B itself, so it inherits that
+    process's W&B service (WANDB_SERVICE), which outlives the failed online start's teardown; the
+    offline retry must not go to it (it still holds the run id: "run ID ... is in use")."""
     run_dir = tmp_path / "run"
     env = {"WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": f"http://127.0.0.1:{silent_server}",
            "WANDB_MODE": None, "WANDB_SILENT": "true"}
+    if inherited_service:
+        import wandb
+
+        monkeypatch.delenv("WANDB_SERVICE", raising=False)
+        parent = wandb.init(mode="offline", dir=str(tmp_path), reinit="create_new",
+                            settings=wandb.Settings(silent=True, console="off"))
+        parent.finish()
+        assert os.environ.get("WANDB_SERVICE"), "this W&B version no longer shares its service through WANDB_SERVICE"
     started = time.monotonic()
     done = launch(run_dir, *SHORT, "t_max=400", "eval.interval=200", "logger.wandb.init_timeout_s=3",
                   wandb="auto", env=env, timeout=120)

@@ -147,27 +147,15 @@ class WandbSink:
                 print(f"W&B online start failed within {settings.init_timeout_s:g} s ({reason}); logging offline "
                       "to the run folder instead", file=sys.stderr, flush=True)
                 wandb.teardown()  # else the half-started online run keeps the id "in use" for the retry
+                # A W&B service this process did not start (WANDB_SERVICE, inherited from a parent that
+                # uses W&B) outlives the teardown and still holds the id: the retry starts its own.
+                os.environ.pop("WANDB_SERVICE", None)
                 self.mode = "offline"
-                self.run = self._init_offline(wandb, init)
+                self.run = wandb.init(mode=self.mode, settings=wandb.Settings(silent=True, console="off"), **init)
             self.run.define_metric("env_steps")
             self.run.define_metric("*", step_metric="env_steps")
         except Exception as exc:  # W&B must never stop training
             self._fail("start", exc)
-
-    @staticmethod
-    def _init_offline(wandb: Any, init: dict[str, Any], tries: int = 6) -> Any:
-        """The offline run that replaces a failed online start. The torn-down online attempt can
-        hold the run id in W&B's service for a moment longer ("run ID ... is in use"), longer on a
-        busy machine: wait for it, a bounded number of times, instead of losing the W&B run."""
-        for attempt in range(tries):
-            try:
-                return wandb.init(mode="offline", settings=wandb.Settings(silent=True, console="off"), **init)
-            except Exception as exc:
-                if "in use" not in str(exc) or attempt == tries - 1:
-                    raise
-                wandb.teardown()
-                time.sleep(0.5 * (attempt + 1))
-        raise AssertionError("unreachable")
 
     @staticmethod
     def plain(value: Any) -> Any:
