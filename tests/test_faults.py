@@ -325,6 +325,7 @@ def test_a_wandb_outage_costs_the_timeout_and_the_run_logs_offline(tmp_path, sil
     if inherited_service:
         import wandb
 
+        wandb.teardown()  # this process's own fresh service, whose token the run inherits
         monkeypatch.delenv("WANDB_SERVICE", raising=False)
         parent = wandb.init(mode="offline", dir=str(tmp_path), reinit="create_new",
                             settings=wandb.Settings(silent=True, console="off"))
